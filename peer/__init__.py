@@ -1,0 +1,1 @@
+"""The Starling peer daemon: registry mirror, piece engine, blob cache."""

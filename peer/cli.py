@@ -1,0 +1,99 @@
+"""``p2p-peer``: the Starling peer daemon's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from peer.config import ConfigError, PeerConfig, load_config
+from peer.daemon import run
+
+_EPILOG = """\
+Point containerd at the mirror with a hosts.toml per registry, for example
+/etc/containerd/certs.d/docker.io/hosts.toml:
+
+  server = "https://registry-1.docker.io"
+  [host."http://127.0.0.1:65001"]
+    capabilities = ["pull", "resolve"]
+
+Environment: STARLING_LISTEN and STARLING_DATA_DIR override the file; flags override both.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2p-peer",
+        description="Starling peer daemon: a registry mirror for containerd that caches "
+        "and verifies blobs piece by piece.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address of the registry mirror (default {PeerConfig.listen})",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where blobs and partial downloads are kept "
+        "(default /var/lib/starling/peer as root, else ~/.local/share/starling/peer)",
+    )
+    parser.add_argument(
+        "--cache-quota",
+        metavar="SIZE",
+        help="most bytes of complete blobs to keep, e.g. 20GiB (default 20GiB)",
+    )
+    parser.add_argument(
+        "--insecure-registry",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="reach this upstream registry over plain HTTP (repeatable)",
+    )
+    parser.add_argument(
+        "--default-registry",
+        metavar="HOST[:PORT]",
+        help="upstream for clients that do not name one with ?ns= (default docker.io)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default info)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {
+        "listen": args.listen,
+        "data_dir": args.data_dir,
+        "cache_quota": args.cache_quota,
+        "log_level": args.log_level,
+        "insecure_registries": args.insecure_registry or None,
+        "default_registry": args.default_registry,
+    }
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"p2p-peer: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run(config))
+    except OSError as exc:
+        logging.getLogger("p2p-peer").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Peer daemon settings: one YAML file, environment overrides, command-line flags.
+
+Unknown keys are an error, so a typo never silently falls back to a default. Sizes
+accept units (``cache_quota: 20GiB``). Every default works on a single machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import yaml
+
+from peer.pieces import DEFAULT_MAX_PIECE_BYTES, DEFAULT_MIN_PIECE_BYTES, DEFAULT_TARGET_PIECES
+from peer.sizes import parse_size
+from registry_proxy.upstream import UpstreamConfig
+
+GiB = 1024**3
+T = TypeVar("T")
+ENV_PREFIX = "STARLING_"
+
+
+class ConfigError(ValueError):
+    """The configuration file, environment or flags are invalid."""
+
+
+def default_data_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/starling/peer"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "starling" / "peer")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    listen: str = "127.0.0.1:65001"
+    data_dir: str = field(default_factory=default_data_dir)
+    cache_quota_bytes: int = 20 * GiB
+    min_piece_bytes: int = DEFAULT_MIN_PIECE_BYTES
+    max_piece_bytes: int = DEFAULT_MAX_PIECE_BYTES
+    target_pieces: int = DEFAULT_TARGET_PIECES
+    # Range requests in flight per blob when downloading from the registry.
+    origin_concurrency: int = 4
+    # Attempts per piece before the download fails.
+    piece_attempts: int = 3
+    # A client response that gets no new byte for this long is ended short, so the
+    # client resumes with a Range request instead of hanging.
+    stall_timeout_s: float = 20.0
+    log_level: str = "info"
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+
+    def __post_init__(self) -> None:
+        _host_port(self.listen, "listen")
+        if not self.min_piece_bytes <= self.max_piece_bytes:
+            raise ConfigError("min_piece_bytes must not exceed max_piece_bytes")
+        for name in ("origin_concurrency", "piece_attempts", "target_pieces", "min_piece_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.stall_timeout_s <= 0:
+            raise ConfigError("stall_timeout_s must be positive")
+
+    @property
+    def listen_host(self) -> str:
+        return _host_port(self.listen, "listen")[0]
+
+    @property
+    def listen_port(self) -> int:
+        return _host_port(self.listen, "listen")[1]
+
+
+def _host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> PeerConfig:
+    """Settings from the file at ``path`` (if any), then ``STARLING_*`` env, then flags."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw = loaded
+    for key in ("listen", "data_dir"):
+        env = os.environ.get(ENV_PREFIX + key.upper())
+        if env:
+            raw[key] = env
+    upstream_raw = dict(raw.pop("upstream", None) or {})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "insecure_registries":
+            merged = list(upstream_raw.get("insecure_registries", [])) + list(value)
+            upstream_raw["insecure_registries"] = merged
+        elif key == "default_registry":
+            upstream_raw[key] = value
+        else:
+            raw[key] = value
+    try:
+        return build_dataclass(
+            PeerConfig, raw, upstream=build_dataclass(UpstreamConfig, upstream_raw)
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def build_dataclass(cls: type[T], raw: Mapping[str, Any], **fixed: Any) -> T:
+    """Construct ``cls`` from a mapping: unknown keys are errors, sizes and tuples coerced."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = dict(fixed)
+    for key, value in raw.items():
+        # Size fields may be written without the unit suffix: cache_quota: 20GiB.
+        name = key if key in fields else f"{key}_bytes"
+        if name not in fields or name in fixed:
+            known = ", ".join(sorted(k for k in fields if k not in fixed))
+            raise ConfigError(f"unknown setting {key!r} for {cls.__name__}; known: {known}")
+        values[name] = _coerce(name, fields[name], value)
+    return cls(**values)
+
+
+def _coerce(name: str, spec: dataclasses.Field[Any], value: Any) -> Any:
+    annotation = str(spec.type)
+    if name.endswith("_bytes"):
+        return parse_size(value)
+    if annotation.startswith("tuple"):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name}: expected a list")
+        return tuple(str(v) for v in value)
+    if annotation.startswith("Mapping"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping")
+        return MappingProxyType({str(k): str(v) for k, v in value.items()})
+    if annotation == "float":
+        return float(value)
+    if annotation == "int":
+        return int(value)
+    if annotation == "str":
+        return str(value)
+    return value

@@ -1,0 +1,178 @@
+"""The peer engine: one download task per blob digest, and the cache of complete blobs.
+
+Every client asking for a blob either reads the complete file or joins the one task
+downloading it; a task runs on its own, so a client that goes away does not stop a
+download other clients rely on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from peer.cache import CacheIndex
+from peer.config import PeerConfig
+from peer.metrics import PeerMetrics
+from peer.origin import BlobOrigin, OriginFetcher
+from peer.pieces import PieceLayout, piece_length_for
+from peer.storage import BlobStore
+from peer.task import BlobTask, TaskState
+from registry_proxy.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+
+class CacheFull(Exception):
+    """The blob does not fit under the cache quota even after evicting what is idle."""
+
+
+@dataclass(frozen=True)
+class CompleteBlob:
+    digest: str
+    size_bytes: int
+    path: str
+
+
+class Engine:
+    def __init__(
+        self,
+        config: PeerConfig,
+        store: BlobStore,
+        client: UpstreamClient,
+        metrics: PeerMetrics,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.index = CacheIndex(config.cache_quota_bytes)
+        self._client = client
+        self._tasks: dict[str, BlobTask] = {}
+
+    def load(self) -> None:
+        """Index the complete blobs a previous run left (partial ones resume on demand)."""
+        for blob in self.store.scan_complete():
+            self.index.add(blob.digest, blob.size_bytes)
+        partial = self.store.partial_tasks()
+        log.info(
+            "cache: %d complete blobs (%d bytes), %d partial downloads to resume on demand",
+            len(self.index),
+            self.index.blob_bytes,
+            len(partial),
+        )
+        self._update_cache_gauges()
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        await asyncio.gather(*(task.cancel() for task in tasks), return_exceptions=True)
+
+    # Lookups -------------------------------------------------------------------------
+
+    def complete(self, digest: str) -> CompleteBlob | None:
+        size_bytes = self.index.size_of(digest)
+        if size_bytes is None:
+            return None
+        return CompleteBlob(digest, size_bytes, str(self.store.blob_path(digest)))
+
+    @property
+    def active_tasks(self) -> int:
+        return len(self._tasks)
+
+    def running(self, digest: str) -> BlobTask | None:
+        return self._tasks.get(digest)
+
+    @contextlib.contextmanager
+    def reading(self, digest: str) -> Iterator[None]:
+        """Protect a blob from eviction while a client reads it."""
+        self.index.acquire(digest)
+        try:
+            yield
+        finally:
+            self.index.release(digest)
+            if digest in self.index:
+                self.index.touch(digest)
+                self.store.touch(digest)
+
+    # Downloads -----------------------------------------------------------------------
+
+    def ensure_task(self, origin: BlobOrigin, size_bytes: int) -> BlobTask:
+        """The running task for this blob, or a new one downloading from the origin.
+
+        Raises :class:`CacheFull` or :class:`peer.storage.StorageError`.
+        """
+        task = self._tasks.get(origin.digest)
+        if task is not None:
+            return task
+        self._make_room(origin.digest, size_bytes)
+        layout = PieceLayout(
+            size_bytes,
+            piece_length_for(
+                size_bytes,
+                self.config.min_piece_bytes,
+                self.config.max_piece_bytes,
+                self.config.target_pieces,
+            ),
+        )
+        task = BlobTask(
+            origin.digest,
+            layout,
+            self.store,
+            OriginFetcher(self._client, origin),
+            self.config.origin_concurrency,
+            self.config.piece_attempts,
+            on_bytes=self.metrics.download_bytes.labels("origin").inc,
+        )
+        self.index.reserve(origin.digest, size_bytes)
+        try:
+            task.start(self._task_done)
+        except Exception:
+            self.index.unreserve(origin.digest)
+            raise
+        self._tasks[origin.digest] = task
+        self.metrics.tasks_active.set(len(self._tasks))
+        log.info(
+            "%s: downloading %d bytes from %s in %d pieces of %d bytes",
+            origin.digest,
+            size_bytes,
+            origin.upstream.registry,
+            layout.count,
+            layout.piece_bytes,
+        )
+        return task
+
+    def _make_room(self, digest: str, size_bytes: int) -> None:
+        victims = self.index.plan_eviction(size_bytes)
+        if victims is None:
+            raise CacheFull(
+                f"{digest} ({size_bytes} bytes) does not fit in the cache quota of "
+                f"{self.config.cache_quota_bytes} bytes ({self.index.used_bytes} in use)"
+            )
+        for victim in victims:
+            log.info("evicting %s to make room for %s", victim, digest)
+            self.index.remove(victim)
+            self.store.remove_blob(victim)
+            self.metrics.cache_evictions.inc()
+
+    async def _task_done(self, task: BlobTask) -> None:
+        self._tasks.pop(task.digest, None)
+        self.index.unreserve(task.digest)
+        task.close_file()
+        if task.state is TaskState.COMPLETE:
+            self.index.add(task.digest, task.size_bytes)
+            self.metrics.task_results.labels("complete").inc()
+            self.metrics.blob_download_duration.observe(time.monotonic() - task.started_at)
+        else:
+            self.metrics.task_results.labels("failed").inc()
+        self.metrics.tasks_active.set(len(self._tasks))
+        self._update_cache_gauges()
+
+    def _update_cache_gauges(self) -> None:
+        self.metrics.cache_bytes.set(self.index.blob_bytes)
+        self.metrics.cache_blobs.set(len(self.index))
+
+    def open_complete(self, digest: str) -> int:
+        return os.open(self.store.blob_path(digest), os.O_RDONLY)

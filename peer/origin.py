@@ -1,0 +1,101 @@
+"""Fetching byte ranges of a blob from its upstream registry (back-to-source)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+import aiohttp
+
+from registry_proxy.errors import UpstreamError
+from registry_proxy.ranges import ByteRange
+from registry_proxy.upstream import Upstream, UpstreamClient
+
+WRITE_BATCH_BYTES = 1024 * 1024
+
+
+class PieceFetchError(Exception):
+    """One attempt at a piece failed; the caller may retry it."""
+
+
+@dataclass(frozen=True)
+class BlobOrigin:
+    """Where and as whom a blob is fetched back-to-source."""
+
+    upstream: Upstream
+    name: str
+    digest: str
+    authorization: str | None
+
+
+class OriginFetcher:
+    """Writes byte ranges of one blob, fetched from the registry, into the task file."""
+
+    def __init__(self, client: UpstreamClient, origin: BlobOrigin) -> None:
+        self._client = client
+        self._origin = origin
+
+    async def fetch_range(self, fd: int, byte_range: ByteRange, whole_blob: bool) -> int:
+        """Fetch ``byte_range`` into ``fd`` at its offset; returns the bytes written.
+
+        Raises :class:`PieceFetchError` for anything worth retrying: a refused
+        connection, an error status, a body of the wrong length, a read timeout.
+        """
+        origin = self._origin
+        try:
+            response = await self._client.blob(
+                origin.upstream,
+                origin.name,
+                origin.digest,
+                "GET",
+                origin.authorization,
+                None if whole_blob else byte_range.header(),
+            )
+        except UpstreamError as exc:
+            raise PieceFetchError(str(exc)) from exc
+        async with response:
+            expected_status = 200 if whole_blob else 206
+            if response.status != expected_status:
+                raise PieceFetchError(
+                    f"{origin.upstream.registry} answered {response.status} for "
+                    f"{origin.digest} range {byte_range.header()}"
+                )
+            return await _write_body(response, fd, byte_range)
+
+
+async def _write_body(response: aiohttp.ClientResponse, fd: int, byte_range: ByteRange) -> int:
+    offset = byte_range.start
+    batch: list[bytes] = []
+    batched = 0
+    try:
+        async for chunk in response.content.iter_chunked(WRITE_BATCH_BYTES):
+            if offset + batched + len(chunk) > byte_range.stop:
+                raise PieceFetchError("upstream sent more bytes than the range holds")
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= WRITE_BATCH_BYTES:
+                # Writes go to a thread: a slow disk must not block the event loop.
+                await asyncio.to_thread(_pwrite_all, fd, b"".join(batch), offset)
+                offset += batched
+                batch, batched = [], 0
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise PieceFetchError(f"reading from upstream failed: {exc!r}") from exc
+    except OSError as exc:
+        raise PieceFetchError(f"writing the task file failed: {exc}") from exc
+    if batch:
+        await asyncio.to_thread(_pwrite_all, fd, b"".join(batch), offset)
+        offset += batched
+    if offset != byte_range.stop:
+        raise PieceFetchError(
+            f"upstream body ended after {offset - byte_range.start} of {byte_range.length} bytes"
+        )
+    return byte_range.length
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written

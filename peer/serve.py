@@ -1,0 +1,146 @@
+"""Serving blobs to mirror clients: from the cache or from a download in progress.
+
+Bytes go out with ``sendfile`` straight from the blob or task file as soon as the
+verifier has passed them. A response whose download makes no progress for
+``stall_timeout_s`` is ended short rather than left hanging: containerd then resumes
+with a ``Range`` request, which is served from the pieces already here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from peer.engine import CacheFull, Engine
+from peer.origin import BlobOrigin
+from peer.storage import StorageError
+from peer.task import BlobTask, TaskState
+from registry_proxy.mirror import BlobRequest, oci_error_response
+from registry_proxy.ranges import ByteRange, parse_range
+
+log = logging.getLogger(__name__)
+
+ENGINE_KEY = web.AppKey("engine", Engine)
+
+
+async def serve_blob(request: web.Request, blob: BlobRequest) -> web.StreamResponse:
+    """The mirror's blob handler."""
+    engine = request.app[ENGINE_KEY]
+    metrics = engine.metrics
+    received_at = time.monotonic()
+    complete = engine.complete(blob.digest)
+    size_bytes = complete.size_bytes if complete else blob.size_bytes
+    byte_range = parse_range(request.headers.get("Range"), size_bytes)
+    wanted = byte_range or ByteRange(0, size_bytes)
+    with engine.reading(blob.digest):
+        task: BlobTask | None = None
+        if complete is not None:
+            metrics.blob_requests.labels("hit").inc()
+            fd = engine.open_complete(blob.digest)
+        else:
+            task = engine.running(blob.digest)
+            metrics.blob_requests.labels("joined" if task else "miss").inc()
+            if task is None:
+                try:
+                    task = engine.ensure_task(
+                        BlobOrigin(blob.upstream, blob.name, blob.digest, blob.authorization),
+                        blob.size_bytes,
+                    )
+                except (CacheFull, StorageError) as exc:
+                    log.warning("%s: cannot cache: %s", blob.digest, exc)
+                    metrics.blob_requests.labels("error").inc()
+                    return oci_error_response(503, "UNAVAILABLE", f"peer cannot cache blob: {exc}")
+            fd = task.dup_fd()
+        with os.fdopen(fd, "rb", buffering=0) as file:
+            return await _stream(
+                request,
+                blob.digest,
+                size_bytes,
+                wanted,
+                byte_range is not None,
+                file,
+                task,
+                engine,
+                received_at,
+            )
+
+
+async def _stream(
+    request: web.Request,
+    digest: str,
+    size_bytes: int,
+    wanted: ByteRange,
+    partial: bool,
+    file: io.FileIO,
+    task: BlobTask | None,
+    engine: Engine,
+    received_at: float,
+) -> web.StreamResponse:
+    metrics = engine.metrics
+    stall_s = engine.config.stall_timeout_s
+    servable: Callable[[], int] = (
+        (lambda: size_bytes) if task is None else (lambda: task.servable_bytes)
+    )
+    # Before the headers go out a failure can still be a clean 5xx, which sends
+    # containerd to its next host; so wait for the first byte we need.
+    if task is not None and not await _wait_for(task, wanted.start, stall_s):
+        metrics.blob_requests.labels("error").inc()
+        message = task.error or f"no data within {stall_s}s"
+        return oci_error_response(502, "UNAVAILABLE", f"cannot fetch {digest}: {message}")
+
+    response = web.StreamResponse(status=206 if partial else 200)
+    response.headers["Content-Type"] = "application/octet-stream"
+    response.headers["Docker-Content-Digest"] = digest
+    response.headers["Accept-Ranges"] = "bytes"
+    if partial:
+        response.headers["Content-Range"] = wanted.content_range(size_bytes)
+    response.content_length = wanted.length
+    await response.prepare(request)
+    transport = request.transport
+    loop = asyncio.get_running_loop()
+    position = wanted.start
+    first = True
+    while position < wanted.stop:
+        ready = min(wanted.stop, servable())
+        if ready > position:
+            if transport is None or transport.is_closing():
+                return response  # The client went away; the download carries on.
+            if first:
+                metrics.time_to_first_byte.observe(time.monotonic() - received_at)
+                first = False
+            try:
+                await loop.sendfile(transport, file, position, ready - position)
+            except (ConnectionError, RuntimeError) as exc:
+                log.info("%s: client went away at byte %d: %r", digest, position, exc)
+                return response
+            metrics.served_bytes.inc(ready - position)
+            position = ready
+            continue
+        assert task is not None
+        if not await _wait_for(task, position, stall_s):
+            metrics.stalled_responses.inc()
+            reason = task.error or f"no progress for {stall_s}s"
+            log.warning("%s: ending response at byte %d: %s", digest, position, reason)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+    await response.write_eof()
+    return response
+
+
+async def _wait_for(task: BlobTask, offset: int, timeout_s: float) -> bool:
+    """True once byte ``offset`` can be served; False on failure or timeout."""
+    if task.state is not TaskState.FAILED and task.servable_bytes > offset:
+        return True
+    await task.wait_beyond(offset, timeout_s)
+    return (
+        task.servable_bytes > offset
+        and task.state is not TaskState.FAILED
+        or (task.state is TaskState.COMPLETE)
+    )

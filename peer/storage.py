@@ -1,0 +1,208 @@
+"""The peer's files on disk: complete blobs, partial task files and their metadata.
+
+Layout under the data dir::
+
+    blobs/<algorithm>/<hex>         a complete, verified blob
+    blobs/<algorithm>/<hex>.json    its metadata (size, piece length, piece digests)
+    tasks/<algorithm>/<hex>.part    a download in progress, preallocated to full size
+    tasks/<algorithm>/<hex>.json    which pieces of it are written
+
+A blob only ever appears under ``blobs/`` by a rename after its sha256 matched, so a
+crash cannot leave a half-written file that looks complete. Every path is derived from
+a validated digest, never from raw client input, and only these two directories are
+ever written or deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_DIGEST_RE = re.compile(r"(sha256|sha512):([a-f0-9]{64,128})")
+METADATA_VERSION = 1
+
+
+class StorageError(Exception):
+    """A file of the cache could not be read or written (disk full, permissions)."""
+
+
+@dataclass
+class BlobMeta:
+    digest: str
+    size_bytes: int
+    piece_bytes: int
+    piece_digests: list[str] = field(default_factory=list)
+    version: int = METADATA_VERSION
+
+
+@dataclass
+class TaskProgress:
+    digest: str
+    size_bytes: int
+    piece_bytes: int
+    pieces: list[int] = field(default_factory=list)
+    version: int = METADATA_VERSION
+
+
+@dataclass(frozen=True)
+class CachedBlob:
+    digest: str
+    size_bytes: int
+    last_used: float
+
+
+class BlobStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs"
+        self.tasks_dir = self.root / "tasks"
+        for directory in (self.blobs_dir, self.tasks_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    # Paths -----------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        algorithm, encoded = _split(digest)
+        return self.blobs_dir / algorithm / encoded
+
+    def part_path(self, digest: str) -> Path:
+        algorithm, encoded = _split(digest)
+        return self.tasks_dir / algorithm / f"{encoded}.part"
+
+    # Complete blobs --------------------------------------------------------------
+
+    def scan_complete(self) -> list[CachedBlob]:
+        """Complete blobs on disk, least recently used first.
+
+        A blob whose metadata is missing or disagrees with the file is deleted: it
+        cannot be trusted to be the content its name claims.
+        """
+        found: list[CachedBlob] = []
+        for meta_path in self.blobs_dir.glob("*/*.json"):
+            digest = f"{meta_path.parent.name}:{meta_path.stem}"
+            blob_path = meta_path.with_suffix("")
+            try:
+                meta = BlobMeta(**json.loads(meta_path.read_text()))
+                stat = blob_path.stat()
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("dropping unreadable cached blob %s: %s", digest, exc)
+                self.remove_blob(digest)
+                continue
+            if meta.digest != digest or stat.st_size != meta.size_bytes:
+                log.warning("dropping cached blob %s: metadata does not match the file", digest)
+                self.remove_blob(digest)
+                continue
+            found.append(CachedBlob(digest, meta.size_bytes, meta_path.stat().st_mtime))
+        for stray in self.blobs_dir.glob("*/*"):
+            if stray.suffix == "" and not stray.with_suffix(".json").exists():
+                log.warning("removing cached blob file without metadata: %s", stray)
+                stray.unlink(missing_ok=True)
+        return sorted(found, key=lambda blob: blob.last_used)
+
+    def blob_meta(self, digest: str) -> BlobMeta | None:
+        try:
+            return BlobMeta(**json.loads(self.blob_path(digest).with_suffix(".json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def touch(self, digest: str) -> None:
+        """Record a use, so least-recently-used order survives a restart."""
+        with contextlib.suppress(OSError):
+            os.utime(self.blob_path(digest).with_suffix(".json"))
+
+    def remove_blob(self, digest: str) -> None:
+        path = self.blob_path(digest)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+
+    # Tasks in progress -------------------------------------------------------------
+
+    def open_task(self, digest: str, size_bytes: int, piece_bytes: int) -> tuple[int, set[int]]:
+        """Open (or create, preallocated) the task file; returns its fd and pieces present.
+
+        Progress from an earlier run is reused only if it describes the same layout.
+        Raises :class:`StorageError` when the disk cannot hold the blob.
+        """
+        part = self.part_path(digest)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        present: set[int] = set()
+        progress = self._read_progress(digest)
+        if (
+            progress is not None
+            and progress.size_bytes == size_bytes
+            and progress.piece_bytes == piece_bytes
+            and part.exists()
+            and part.stat().st_size == size_bytes
+        ):
+            present = set(progress.pieces)
+        else:
+            self.discard_task(digest)
+        try:
+            fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(f"cannot open {part}: {exc}") from exc
+        try:
+            if size_bytes > 0 and not present:
+                # Reserve the space now: a full disk fails the task before any byte moves.
+                os.posix_fallocate(fd, 0, size_bytes)
+            os.ftruncate(fd, size_bytes)
+        except OSError as exc:
+            os.close(fd)
+            self.discard_task(digest)
+            raise StorageError(f"cannot allocate {size_bytes} bytes for {digest}: {exc}") from exc
+        if not present:
+            self.save_progress(TaskProgress(digest, size_bytes, piece_bytes, []))
+        return fd, present
+
+    def save_progress(self, progress: TaskProgress) -> None:
+        _write_json_atomic(self.part_path(progress.digest).with_suffix(".json"), asdict(progress))
+
+    def commit(self, meta: BlobMeta) -> Path:
+        """Turn a verified task file into a complete blob (atomic rename)."""
+        part = self.part_path(meta.digest)
+        target = self.blob_path(meta.digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(target.with_suffix(".json"), asdict(meta))
+        os.replace(part, target)
+        part.with_suffix(".json").unlink(missing_ok=True)
+        return target
+
+    def discard_task(self, digest: str) -> None:
+        part = self.part_path(digest)
+        part.unlink(missing_ok=True)
+        part.with_suffix(".json").unlink(missing_ok=True)
+
+    def partial_tasks(self) -> list[str]:
+        return [f"{p.parent.name}:{p.stem}" for p in self.tasks_dir.glob("*/*.part")]
+
+    def _read_progress(self, digest: str) -> TaskProgress | None:
+        try:
+            raw = json.loads(self.part_path(digest).with_suffix(".json").read_text())
+            progress = TaskProgress(**raw)
+        except (OSError, ValueError, TypeError):
+            return None
+        return progress if progress.version == METADATA_VERSION else None
+
+
+def _split(digest: str) -> tuple[str, str]:
+    match = _DIGEST_RE.fullmatch(digest)
+    if match is None:
+        raise ValueError(f"not a storable digest: {digest!r}")
+    return match.group(1), match.group(2)
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {path}: {exc}") from exc

@@ -1,0 +1,299 @@
+"""One blob download: pieces fetched concurrently into the task file, verified in order.
+
+A task owns its file descriptor and two background jobs. The *fetchers* pull missing
+pieces (lowest index first, so a streaming client gets what it needs next) with
+bounded retries. The *verifier* hashes pieces in index order as they land: it records
+each piece's sha256 and feeds the blob's running sha256. Clients are only ever sent
+bytes the verifier has passed, and the last piece only once the blob digest matched,
+so no client ever receives a complete body with wrong content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from peer.origin import OriginFetcher, PieceFetchError
+from peer.pieces import PieceLayout, PieceSet
+from peer.storage import BlobMeta, BlobStore, TaskProgress
+from registry_proxy.ranges import ByteRange
+
+log = logging.getLogger(__name__)
+
+HASH_READ_BYTES = 4 * 1024 * 1024
+PROGRESS_SAVE_INTERVAL_S = 0.5
+RETRY_BACKOFF_S = (0.2, 1.0, 3.0)
+
+
+class TaskState(enum.Enum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class TaskFailed(Exception):
+    """The download failed; nothing of it is served as complete."""
+
+
+class DigestMismatch(TaskFailed):
+    pass
+
+
+class BlobTask:
+    def __init__(
+        self,
+        digest: str,
+        layout: PieceLayout,
+        store: BlobStore,
+        fetcher: OriginFetcher,
+        concurrency: int,
+        attempts: int,
+        on_bytes: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.digest = digest
+        self.layout = layout
+        self.store = store
+        self.state = TaskState.RUNNING
+        self.error: TaskFailed | None = None
+        self.started_at = time.monotonic()
+        self._fetcher = fetcher
+        self._concurrency = concurrency
+        self._attempts = attempts
+        self._on_bytes = on_bytes
+        self._progress = asyncio.Condition()
+        self._fd = -1
+        self._pieces = PieceSet(layout.count)
+        self._verified_pieces = 0
+        self._piece_digests: list[str] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._fetching: asyncio.Task[None] | None = None
+        self._last_save = 0.0
+
+    # Public view -------------------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        return self.layout.total_bytes
+
+    @property
+    def servable_bytes(self) -> int:
+        """How many leading bytes a client may be sent now."""
+        if self.state is TaskState.COMPLETE:
+            return self.size_bytes
+        if self._verified_pieces >= self.layout.count:
+            return max(0, self.size_bytes - 1)  # the last byte waits for the digest
+        return self._verified_pieces * self.layout.piece_bytes
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def start(self, on_done: Callable[[BlobTask], Awaitable[None]]) -> None:
+        """Open the task file (raises StorageError) and start downloading."""
+        self._fd, present = self.store.open_task(
+            self.digest, self.size_bytes, self.layout.piece_bytes
+        )
+        for index in present:
+            self._pieces.add(index)
+        if present:
+            log.info(
+                "%s: resuming with %d of %d pieces", self.digest, len(present), self.layout.count
+            )
+        self._runner = asyncio.create_task(self._run(on_done), name=f"task {self.digest}")
+
+    async def wait_beyond(self, offset: int, timeout_s: float) -> bool:
+        """Wait until more than ``offset`` bytes are servable or the task ended.
+
+        Returns False on timeout.
+        """
+        async with self._progress:
+            try:
+                await asyncio.wait_for(
+                    self._progress.wait_for(
+                        lambda: self.servable_bytes > offset or self.state is not TaskState.RUNNING
+                    ),
+                    timeout_s,
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def cancel(self) -> None:
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+
+    # Work --------------------------------------------------------------------------
+
+    async def _run(self, on_done: Callable[[BlobTask], Awaitable[None]]) -> None:
+        fetching = asyncio.create_task(self._fetch_all())
+        fetching.add_done_callback(lambda _: asyncio.create_task(self._notify()))
+        self._fetching = fetching
+        try:
+            await self._verify_all()
+            await fetching
+            await self._finish()
+        except TaskFailed as exc:
+            await self._fail(exc)
+        except asyncio.CancelledError:
+            await self._fail(TaskFailed("download cancelled"))
+            raise
+        except Exception as exc:  # A bug must not leave clients waiting forever.
+            log.exception("%s: download crashed", self.digest)
+            await self._fail(TaskFailed(f"internal error: {exc!r}"))
+        finally:
+            if not fetching.done():
+                fetching.cancel()
+            await asyncio.gather(fetching, return_exceptions=True)
+            await on_done(self)
+
+    async def _fetch_all(self) -> None:
+        queue = list(reversed(self._pieces.missing()))  # pop() yields lowest index first
+        whole = self.layout.count == 1
+        workers = [
+            asyncio.create_task(self._fetch_worker(queue, whole))
+            for _ in range(min(self._concurrency, max(1, len(queue))))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _fetch_worker(self, queue: list[int], whole: bool) -> None:
+        while queue and self.state is TaskState.RUNNING:
+            index = queue.pop()
+            await self._fetch_piece(index, whole)
+            self._pieces.add(index)
+            self._save_progress(force=False)
+            await self._notify()
+
+    async def _fetch_piece(self, index: int, whole: bool) -> None:
+        byte_range = ByteRange(self.layout.start(index), self.layout.stop(index))
+        for attempt in range(self._attempts):
+            try:
+                written = await self._fetcher.fetch_range(self._fd, byte_range, whole)
+            except PieceFetchError as exc:
+                log.warning(
+                    "%s: piece %d attempt %d/%d failed: %s",
+                    self.digest,
+                    index,
+                    attempt + 1,
+                    self._attempts,
+                    exc,
+                )
+                if attempt + 1 < self._attempts:
+                    await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+                    continue
+                raise TaskFailed(f"piece {index} failed {self._attempts} times: {exc}") from exc
+            self._on_bytes(written)
+            return
+
+    async def _verify_all(self) -> None:
+        """Hash pieces in order as they arrive; compare the blob digest at the end."""
+        blob_hash = hashlib.sha256()
+        while self._verified_pieces < self.layout.count:
+            async with self._progress:
+                await self._progress.wait_for(
+                    lambda: self._verified_pieces in self._pieces or self._fetch_ended()
+                )
+            if self._verified_pieces not in self._pieces:
+                self._raise_fetch_error()
+            ready = self._pieces.prefix
+            first = self._verified_pieces
+            digests = await asyncio.to_thread(self._hash_pieces, blob_hash, first, ready)
+            self._piece_digests.extend(digests)
+            async with self._progress:
+                self._verified_pieces = ready
+                self._progress.notify_all()
+        actual = f"sha256:{blob_hash.hexdigest()}"
+        if actual != self.digest:
+            raise DigestMismatch(f"content has digest {actual}, expected {self.digest}")
+
+    def _fetch_ended(self) -> bool:
+        return self._fetching is not None and self._fetching.done()
+
+    def _raise_fetch_error(self) -> None:
+        assert self._fetching is not None
+        error = self._fetching.exception()
+        if isinstance(error, TaskFailed):
+            raise error
+        raise TaskFailed(f"download stopped before piece {self._verified_pieces}: {error!r}")
+
+    async def _notify(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    def _hash_pieces(self, blob_hash: hashlib._Hash, first: int, stop: int) -> list[str]:
+        digests = []
+        for index in range(first, stop):
+            piece_hash = hashlib.sha256()
+            offset, end = self.layout.start(index), self.layout.stop(index)
+            while offset < end:
+                data = os.pread(self._fd, min(HASH_READ_BYTES, end - offset), offset)
+                if not data:
+                    raise TaskFailed(f"task file is shorter than expected at {offset}")
+                piece_hash.update(data)
+                blob_hash.update(data)
+                offset += len(data)
+            digests.append(f"sha256:{piece_hash.hexdigest()}")
+        return digests
+
+    async def _finish(self) -> None:
+        meta = BlobMeta(
+            self.digest, self.size_bytes, self.layout.piece_bytes, list(self._piece_digests)
+        )
+        await asyncio.to_thread(self.store.commit, meta)
+        async with self._progress:
+            self.state = TaskState.COMPLETE
+            self._progress.notify_all()
+        log.info(
+            "%s: complete, %d bytes in %.2fs",
+            self.digest,
+            self.size_bytes,
+            time.monotonic() - self.started_at,
+        )
+
+    async def _fail(self, error: TaskFailed) -> None:
+        async with self._progress:
+            self.state = TaskState.FAILED
+            self.error = error
+            self._progress.notify_all()
+        # Pieces of a blob that failed its digest are worthless; others are kept so a
+        # later request (or a restarted daemon) resumes instead of starting over.
+        if isinstance(error, DigestMismatch) or not self._pieces:
+            self.store.discard_task(self.digest)
+        else:
+            self._save_progress(force=True)
+        log.warning("%s: download failed: %s", self.digest, error)
+
+    def _save_progress(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_save < PROGRESS_SAVE_INTERVAL_S:
+            return
+        self._last_save = now
+        try:
+            self.store.save_progress(
+                TaskProgress(
+                    self.digest, self.size_bytes, self.layout.piece_bytes, self._pieces.present()
+                )
+            )
+        except OSError as exc:
+            log.warning("%s: cannot save progress: %s", self.digest, exc)
+
+    def dup_fd(self) -> int:
+        """A descriptor of the task file for a reader; it stays valid after completion."""
+        return os.dup(self._fd)
+
+    def close_file(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

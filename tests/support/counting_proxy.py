@@ -1,0 +1,274 @@
+"""A transparent reverse proxy that counts blob downloads and injects faults.
+
+Put it between a client (containerd, a peer) and the registry to prove how many times
+each blob was fetched from the origin, and to make the origin misbehave on demand.
+Everything is passed through unchanged unless a fault switch is on: method, raw path and
+query, repeated headers, streamed bodies in both directions, status and response headers
+(Location, WWW-Authenticate, Docker-Content-Digest...). The client's Host header is kept,
+so the registry builds upload Locations that point back at the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, MultiMapping
+from yarl import URL
+
+from .threaded_server import ThreadedServer
+
+BLOB_PATH = re.compile(
+    r"^/v2/(?P<name>.+)/blobs/(?P<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+)$"
+)
+STREAM_CHUNK_BYTES = 64 * 1024
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection, not the message;
+# aiohttp sets its own on each side. Content-Length is kept: it is end-to-end, and HEAD
+# answers must carry the blob size.
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+    )
+)
+
+
+@dataclass(frozen=True)
+class ProxiedRequest:
+    method: str
+    path: str  # raw path and query as the client sent them
+    status: int
+
+
+def _end_to_end(headers: MultiMapping[str]) -> CIMultiDict[str]:
+    """Copy headers (repeats kept, order kept) without hop-by-hop ones."""
+    items = list(headers.items())
+    connection_tokens = {
+        token.strip().lower()
+        for name, value in items
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        lowered = name.lower()
+        if lowered not in HOP_BY_HOP and lowered not in connection_tokens:
+            out.add(name, value)
+    return out
+
+
+def _oci_error(status: int, message: str) -> web.Response:
+    body = {"errors": [{"code": "UNKNOWN", "message": message, "detail": None}]}
+    return web.json_response(body, status=status)
+
+
+class CountingProxy:
+    """Reverse proxy to ``upstream_url`` on 127.0.0.1:<ephemeral>.
+
+    Counters cover ``GET /v2/<name>/blobs/<digest>`` only: ``blob_gets`` counts requests
+    received (including ones answered by an injected failure), ``blob_bytes`` counts body
+    bytes actually sent to clients. Fault switches are plain attributes the test may flip
+    at any time; each request reads them once when it starts.
+    """
+
+    def __init__(self, upstream_url: str) -> None:
+        self.upstream_url = upstream_url.rstrip("/")
+        # Fault switches.
+        self.corrupt_blobs: bool = False
+        self.fail_blobs_with: int | None = None
+        self.stall_after_bytes: int | None = None
+
+        self._lock = threading.Lock()
+        self._blob_gets: defaultdict[str, int] = defaultdict(int)
+        self._blob_bytes: defaultdict[str, int] = defaultdict(int)
+        self._requests: list[ProxiedRequest] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._release_stalls: asyncio.Event | None = None
+
+        app = web.Application()
+        app.on_startup.append(self._on_startup)
+        # on_shutdown runs before the server waits for open handlers, so stalled blob
+        # streams are released first and stop() does not sit out the shutdown timeout.
+        app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._server = ThreadedServer(app, name="counting-proxy")
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> CountingProxy:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> CountingProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self._server.url
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._release_stalls = asyncio.Event()
+        self._session = aiohttp.ClientSession(
+            # No total timeout: big blobs stream for as long as they need.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            # Bytes pass through exactly as the registry encoded them.
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        if self._release_stalls is not None:
+            self._release_stalls.set()
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def release_stalls(self) -> None:
+        """End every stalled blob response now (their connections are dropped)."""
+        event = self._release_stalls
+        if event is not None:
+            self._server.loop.call_soon_threadsafe(event.set)
+
+    # -- counters ------------------------------------------------------------------
+
+    @property
+    def blob_gets(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._blob_gets)
+
+    @property
+    def blob_bytes(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._blob_bytes)
+
+    @property
+    def total_blob_bytes(self) -> int:
+        with self._lock:
+            return sum(self._blob_bytes.values())
+
+    @property
+    def requests(self) -> list[ProxiedRequest]:
+        """Every request answered so far, in completion order."""
+        with self._lock:
+            return list(self._requests)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._blob_gets.clear()
+            self._blob_bytes.clear()
+            self._requests.clear()
+
+    def _record(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self._requests.append(ProxiedRequest(method, path, status))
+
+    # -- proxying --------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        match = BLOB_PATH.match(request.path)
+        digest = match.group("digest") if match and request.method == "GET" else None
+        # Read each switch once so a test flipping it mid-response sees a clean boundary.
+        fail_with = self.fail_blobs_with
+        corrupt = self.corrupt_blobs
+        stall_after = self.stall_after_bytes
+        if digest is not None:
+            with self._lock:
+                self._blob_gets[digest] += 1
+            if fail_with is not None:
+                self._record(request.method, request.raw_path, fail_with)
+                return _oci_error(fail_with, f"injected failure for {digest}")
+
+        assert self._session is not None
+        headers = _end_to_end(request.headers)
+        data = request.content.iter_chunked(STREAM_CHUNK_BYTES) if request.can_read_body else None
+        try:
+            upstream = await self._session.request(
+                request.method,
+                URL(self.upstream_url + request.raw_path, encoded=True),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                # Send only what the client sent; aiohttp would add its own defaults.
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        except aiohttp.ClientError as exc:
+            self._record(request.method, request.raw_path, 502)
+            return _oci_error(502, f"counting proxy: upstream unreachable: {exc}")
+
+        async with upstream:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in _end_to_end(upstream.headers).items():
+                response.headers.add(name, value)
+            await response.prepare(request)
+            counted = digest if upstream.status in (200, 206) else None
+            length = upstream.content_length
+            # The byte to flip: the middle of this response's body, whatever its range
+            # (the first byte if the registry did not say how long the body is).
+            flip_at = (length // 2 if length else 0) if corrupt and counted else None
+            sent = 0
+            async for chunk in upstream.content.iter_chunked(STREAM_CHUNK_BYTES):
+                if flip_at is not None and sent <= flip_at < sent + len(chunk):
+                    i = flip_at - sent
+                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
+                if counted and stall_after is not None and sent + len(chunk) >= stall_after:
+                    await self._write(response, chunk[: max(0, stall_after - sent)], counted)
+                    await self._stall(request)
+                    self._record(request.method, request.raw_path, upstream.status)
+                    return response
+                await self._write(response, chunk, counted)
+                sent += len(chunk)
+            await response.write_eof()
+        self._record(request.method, request.raw_path, upstream.status)
+        return response
+
+    async def _write(self, response: web.StreamResponse, chunk: bytes, digest: str | None) -> None:
+        if not chunk:
+            return
+        await response.write(chunk)
+        if digest is not None:
+            with self._lock:
+                self._blob_bytes[digest] += len(chunk)
+
+    async def _stall(self, request: web.Request) -> None:
+        """Hang until released or stopped, then drop the connection mid-body."""
+        assert self._release_stalls is not None
+        await self._release_stalls.wait()
+        if request.transport is not None:
+            request.transport.abort()
