@@ -44,10 +44,16 @@ class BlobMeta:
 
 @dataclass
 class TaskProgress:
+    """A download in progress: the digests of the pieces verified so far, in order.
+
+    Only that verified prefix is resumed after a restart, each piece checked again
+    against its recorded digest; pieces fetched but not yet verified are fetched again.
+    """
+
     digest: str
     size_bytes: int
     piece_bytes: int
-    pieces: list[int] = field(default_factory=list)
+    piece_digests: list[str] = field(default_factory=list)
     version: int = METADATA_VERSION
 
 
@@ -124,15 +130,16 @@ class BlobStore:
 
     # Tasks in progress -------------------------------------------------------------
 
-    def open_task(self, digest: str, size_bytes: int, piece_bytes: int) -> tuple[int, set[int]]:
-        """Open (or create, preallocated) the task file; returns its fd and pieces present.
+    def open_task(self, digest: str, size_bytes: int, piece_bytes: int) -> tuple[int, list[str]]:
+        """Open (or create, preallocated) the task file; returns its fd and the recorded
+        digests of the verified pieces an earlier run left.
 
         Progress from an earlier run is reused only if it describes the same layout.
         Raises :class:`StorageError` when the disk cannot hold the blob.
         """
         part = self.part_path(digest)
         part.parent.mkdir(parents=True, exist_ok=True)
-        present: set[int] = set()
+        present: list[str] = []
         progress = self._read_progress(digest)
         if (
             progress is not None
@@ -141,7 +148,7 @@ class BlobStore:
             and part.exists()
             and part.stat().st_size == size_bytes
         ):
-            present = set(progress.pieces)
+            present = list(progress.piece_digests)
         else:
             self.discard_task(digest)
         try:

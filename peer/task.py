@@ -96,16 +96,10 @@ class BlobTask:
 
     def start(self, on_done: Callable[[BlobTask], Awaitable[None]]) -> None:
         """Open the task file (raises StorageError) and start downloading."""
-        self._fd, present = self.store.open_task(
+        self._fd, recorded = self.store.open_task(
             self.digest, self.size_bytes, self.layout.piece_bytes
         )
-        for index in present:
-            self._pieces.add(index)
-        if present:
-            log.info(
-                "%s: resuming with %d of %d pieces", self.digest, len(present), self.layout.count
-            )
-        self._runner = asyncio.create_task(self._run(on_done), name=f"task {self.digest}")
+        self._runner = asyncio.create_task(self._run(on_done, recorded), name=f"task {self.digest}")
 
     async def wait_beyond(self, offset: int, timeout_s: float) -> bool:
         """Wait until more than ``offset`` bytes are servable or the task ended.
@@ -132,7 +126,20 @@ class BlobTask:
 
     # Work --------------------------------------------------------------------------
 
-    async def _run(self, on_done: Callable[[BlobTask], Awaitable[None]]) -> None:
+    async def _run(
+        self, on_done: Callable[[BlobTask], Awaitable[None]], recorded: list[str]
+    ) -> None:
+        if recorded:
+            kept = await asyncio.to_thread(self._recheck, recorded)
+            for index in range(kept):
+                self._pieces.add(index)
+            log.info(
+                "%s: resuming with %d of %d pieces (%d recorded)",
+                self.digest,
+                kept,
+                self.layout.count,
+                len(recorded),
+            )
         fetching = asyncio.create_task(self._fetch_all())
         fetching.add_done_callback(lambda _: asyncio.create_task(self._notify()))
         self._fetching = fetching
@@ -173,7 +180,6 @@ class BlobTask:
             index = queue.pop()
             await self._fetch_piece(index, whole)
             self._pieces.add(index)
-            self._save_progress(force=False)
             await self._notify()
 
     async def _fetch_piece(self, index: int, whole: bool) -> None:
@@ -214,9 +220,18 @@ class BlobTask:
             async with self._progress:
                 self._verified_pieces = ready
                 self._progress.notify_all()
+            self._save_progress(force=False)
         actual = f"sha256:{blob_hash.hexdigest()}"
         if actual != self.digest:
             raise DigestMismatch(f"content has digest {actual}, expected {self.digest}")
+
+    def _recheck(self, recorded: list[str]) -> int:
+        """How many leading recorded pieces still match their digests on disk."""
+        for index, expected in enumerate(recorded[: self.layout.count]):
+            if self._hash_pieces(hashlib.sha256(), index, index + 1) != [expected]:
+                log.warning("%s: piece %d changed on disk; fetching it again", self.digest, index)
+                return index
+        return min(len(recorded), self.layout.count)
 
     def _fetch_ended(self) -> bool:
         return self._fetching is not None and self._fetching.done()
@@ -269,7 +284,7 @@ class BlobTask:
             self._progress.notify_all()
         # Pieces of a blob that failed its digest are worthless; others are kept so a
         # later request (or a restarted daemon) resumes instead of starting over.
-        if isinstance(error, DigestMismatch) or not self._pieces:
+        if isinstance(error, DigestMismatch) or not self._piece_digests:
             self.store.discard_task(self.digest)
         else:
             self._save_progress(force=True)
@@ -283,7 +298,7 @@ class BlobTask:
         try:
             self.store.save_progress(
                 TaskProgress(
-                    self.digest, self.size_bytes, self.layout.piece_bytes, self._pieces.present()
+                    self.digest, self.size_bytes, self.layout.piece_bytes, self._piece_digests
                 )
             )
         except OSError as exc:

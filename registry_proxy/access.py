@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from registry_proxy.upstream import Upstream, UpstreamClient
 
 # Headers of an upstream refusal the client needs to answer it (the token flow).
-_REFUSAL_HEADERS = ("WWW-Authenticate", "Content-Type", "Docker-Distribution-Api-Version")
+_REFUSAL_HEADERS = ("WWW-Authenticate", "Docker-Distribution-Api-Version")
 _MAX_CACHED = 10_000
 
 
@@ -28,7 +28,6 @@ class BlobAccess:
     status: int
     size_bytes: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
 
     @property
     def allowed(self) -> bool:
@@ -70,4 +69,4 @@ class AccessChecker:
                 return access
             headers = {h: response.headers[h] for h in _REFUSAL_HEADERS if h in response.headers}
             status = response.status if response.status != 200 else 502
-            return BlobAccess(status, None, headers, await response.read())
+            return BlobAccess(status, None, headers)

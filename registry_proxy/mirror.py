@@ -32,6 +32,7 @@ from registry_proxy.upstream import (
 log = logging.getLogger(__name__)
 
 RELAY_CHUNK_BYTES = 256 * 1024
+_REFUSAL_CODES = {401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN", 429: "TOOMANYREQUESTS"}
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,14 @@ class _Mirror:
             upstream, target.name, target.reference, authorization
         )
         if not access.allowed or access.size_bytes is None:
-            return web.Response(status=access.status, headers=access.headers, body=access.body)
+            # The upstream answered a HEAD, so there is no body to pass on: say why.
+            code = _REFUSAL_CODES.get(access.status, "UNKNOWN")
+            message = f"upstream {upstream.registry} answered {access.status} for this blob"
+            return web.Response(
+                status=access.status,
+                headers={**access.headers, "Content-Type": "application/json"},
+                body=oci_error_body(code, message),
+            )
         if request.method == "HEAD":
             head = web.StreamResponse(
                 status=200,

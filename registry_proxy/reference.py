@@ -91,6 +91,8 @@ def parse_path(path: str) -> RegistryPath:
         return RegistryPath(Kind.PING)
     if not path.startswith("/v2/"):
         raise ProtocolError(404, "UNSUPPORTED", f"not a registry API path: {path!r}")
+    if re.search(r"/blobs/uploads(/|$)", path):
+        raise ProtocolError(405, "UNSUPPORTED", "the mirror is read-only")
     parts = path[len("/v2/") :].split("/")
     if len(parts) >= 3 and parts[-2] == "tags" and parts[-1] == "list":
         return RegistryPath(Kind.TAGS, validate_name("/".join(parts[:-2])))
@@ -99,6 +101,4 @@ def parse_path(path: str) -> RegistryPath:
     name = validate_name("/".join(parts[:-2]))
     if parts[-2] == "manifests":
         return RegistryPath(Kind.MANIFEST, name, validate_reference(parts[-1]))
-    if parts[-1] == "uploads" or parts[-1].startswith("uploads"):
-        raise ProtocolError(405, "UNSUPPORTED", "the mirror is read-only")
     return RegistryPath(Kind.BLOB, name, str(parse_digest(parts[-1])))

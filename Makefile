@@ -1,0 +1,57 @@
+# Starling: `make demo` and `make test` set up everything they need on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the tests and the demo drive for real.
+DEB_PACKAGES := docker-registry containerd redis-server skopeo
+DEB_COMMANDS := docker-registry containerd redis-server skopeo
+
+.PHONY: all venv deps lint test test-fast demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Starling needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { \
+		echo "python3 -m venv failed: on Debian, apt-get install python3-venv"; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Installs missing Debian packages when run as root; otherwise says what is missing.
+deps:
+	@missing=""; for cmd in $(DEB_COMMANDS); do command -v $$cmd >/dev/null || missing="$$missing $$cmd"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
+		else \
+			echo "missing:$$missing (run as root to install, or: apt-get install $(DEB_PACKAGES)); tests needing them are skipped"; \
+		fi; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: deps venv lint
+	$(BIN)/pytest -q
+
+# Unit and integration tests only, no containerd.
+test-fast: venv
+	$(BIN)/pytest -q -m "not e2e"
+
+demo: deps venv
+	$(BIN)/python -m deploy.demo.local_pull
+
+bench: deps venv
+	$(BIN)/python -m bench.mirror_bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

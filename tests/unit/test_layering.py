@@ -1,0 +1,29 @@
+"""The sans-IO rule of DESIGN.md: pure modules import no I/O, clock or global randomness."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PURE_MODULES = [
+    "registry_proxy/errors.py",
+    "registry_proxy/reference.py",
+    "registry_proxy/ranges.py",
+    "peer/pieces.py",
+    "peer/cache.py",
+    "peer/sizes.py",
+]
+FORBIDDEN = {"asyncio", "aiohttp", "redis", "prometheus_client", "time", "random", "socket", "os"}
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_modules_do_no_io(module: str) -> None:
+    tree = ast.parse((ROOT / module).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & FORBIDDEN, f"{module} imports {imported & FORBIDDEN}"
