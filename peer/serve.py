@@ -27,6 +27,8 @@ from registry_proxy.ranges import ByteRange, parse_range
 log = logging.getLogger(__name__)
 
 ENGINE_KEY = web.AppKey("engine", Engine)
+# How many stall timeouts a resumed (Range) request waits for its first byte.
+RESUME_PATIENCE = 3
 
 
 async def serve_blob(request: web.Request, blob: BlobRequest) -> web.StreamResponse:
@@ -57,6 +59,16 @@ async def serve_blob(request: web.Request, blob: BlobRequest) -> web.StreamRespo
                     metrics.blob_requests.labels("error").inc()
                     return oci_error_response(503, "UNAVAILABLE", f"peer cannot cache blob: {exc}")
             fd = task.dup_fd()
+        log.info(
+            "%s: %s bytes %d-%d of %d to %s (%s)",
+            blob.digest,
+            "range" if byte_range else "serving",
+            wanted.start,
+            wanted.stop - 1,
+            size_bytes,
+            request.remote,
+            "cache" if task is None else "download",
+        )
         with os.fdopen(fd, "rb", buffering=0) as file:
             return await _stream(
                 request,
@@ -88,10 +100,14 @@ async def _stream(
         (lambda: size_bytes) if task is None else (lambda: task.servable_bytes)
     )
     # Before the headers go out a failure can still be a clean 5xx, which sends
-    # containerd to its next host; so wait for the first byte we need.
-    if task is not None and not await _wait_for(task, wanted.start, stall_s):
+    # containerd to its next host; so wait for the first byte we need. A Range request
+    # is containerd resuming a body we cut short: it does not fall back on an error
+    # then, so waiting longer beats failing the pull.
+    first_byte_wait_s = stall_s * RESUME_PATIENCE if partial else stall_s
+    if task is not None and not await _wait_for(task, wanted.start, first_byte_wait_s):
         metrics.blob_requests.labels("error").inc()
-        message = task.error or f"no data within {stall_s}s"
+        message = task.error or f"no data within {first_byte_wait_s}s"
+        log.warning("%s: answering 502 before any byte: %s", digest, message)
         return oci_error_response(502, "UNAVAILABLE", f"cannot fetch {digest}: {message}")
 
     response = web.StreamResponse(status=206 if partial else 200)

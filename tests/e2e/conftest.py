@@ -1,0 +1,105 @@
+"""The real ``p2p-peer`` daemon as a separate process, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.ports import free_port, wait_http
+from tests.support.processes import log_tail
+
+
+class PeerProcess:
+    """``p2p-peer`` started with a YAML config in ``work_dir`` on a free loopback port."""
+
+    def __init__(self, work_dir: Path, settings: dict[str, Any]) -> None:
+        self.work_dir = work_dir
+        self.port = free_port()
+        self.data_dir = work_dir / "data"
+        self.log_path = work_dir / "peer.log"
+        self.config_path = work_dir / "peer.yaml"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        config = {"listen": f"127.0.0.1:{self.port}", "data_dir": str(self.data_dir), **settings}
+        self.config_path.write_text(yaml.safe_dump(config))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> PeerProcess:
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "peer.cli", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_http(f"{self.url}/healthz", timeout_s=20)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"p2p-peer did not start: {exc}\n{log_tail(self.log_path)}") from exc
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/healthz", timeout=5) as resp:
+            result: dict[str, Any] = json.loads(resp.read())
+            return result
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text format, 0 when absent."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.fixture
+def start_peer(tmp_path: Path) -> Iterator[Any]:
+    peers: list[PeerProcess] = []
+
+    def start(name: str = "peer", **settings: Any) -> PeerProcess:
+        peer = PeerProcess(tmp_path / name, settings).start()
+        peers.append(peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        peer.stop()
