@@ -48,7 +48,7 @@ test-fast: venv
 	$(BIN)/pytest -q -m "not e2e"
 
 demo: deps venv
-	$(BIN)/python -m deploy.demo.local_pull
+	$(BIN)/python deploy/local/demo.py
 
 bench: deps venv
 	$(BIN)/python -m bench.mirror_bench

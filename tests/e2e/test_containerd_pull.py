@@ -242,7 +242,7 @@ def test_upstream_stalling_mid_body_is_resumed_on_the_peer(
     tmp_path: Path,
 ) -> None:
     settings = _peer_settings(
-        registry.host, counting_proxy.url, stall_timeout_s=2, origin_concurrency=1
+        registry.host, counting_proxy.url, stall_timeout_s=2, origin_concurrency=1, piece_attempts=5
     )
     settings["upstream"]["read_timeout_s"] = 2  # stalled piece reads time out, are retried
     peer = start_peer(**settings)
@@ -257,7 +257,7 @@ def test_upstream_stalling_mid_body_is_resumed_on_the_peer(
         while not stop.is_set() and counting_proxy.blob_bytes.get(big_layer, 0) < 8 * MiB:
             time.sleep(0.005)
         counting_proxy.stall_after_bytes = 0
-        stop.wait(5)
+        stop.wait(3)
         _heal(counting_proxy)
 
     watcher = threading.Thread(target=stall_then_heal, daemon=True)
@@ -270,7 +270,7 @@ def test_upstream_stalling_mid_body_is_resumed_on_the_peer(
     assert result.returncode == 0, result.stderr + peer.log_text()
     _assert_pulled(containerd, image, "stall-mid")
     log_text = peer.log_text()
-    assert "attempt 1/3 failed" in log_text
+    assert "attempt 1/5 failed" in log_text
     # The response was cut short and containerd came back for the rest with a Range.
     assert "ending response at byte" in log_text
     assert f"{big_layer}: range bytes" in log_text

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .images import host_architecture
-from .ports import POLL_INTERVAL_S
+from .polling import POLL_INTERVAL_S
 from .processes import LoggedProcess, ProcessFailed
 
 CONTAINERD_BINARY = "containerd"
@@ -170,20 +170,25 @@ class ContainerdProcess:
         )
         self._process = process
         deadline = time.monotonic() + timeout_s
+        probe_error = "socket not created yet"
         while True:
             process.check_alive()
-            probe = subprocess.run(
-                [CTR_BINARY, "--address", self.address, "version"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-            if probe.returncode == 0:
-                return self
+            # Without the socket ctr would sit out its whole connect timeout, hiding a
+            # daemon that already died; so probe only once the socket exists.
+            if Path(self.address).exists():
+                probe = subprocess.run(
+                    [CTR_BINARY, "--address", self.address, "--connect-timeout", "2s", "version"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                if probe.returncode == 0:
+                    return self
+                probe_error = probe.stderr.strip()
             if time.monotonic() >= deadline:
                 raise ProcessFailed(
                     process.describe_failure(
-                        f"ctr version failed for {timeout_s:.0f} s: {probe.stderr.strip()}"
+                        f"not ready within {timeout_s:.0f} s (ctr version: {probe_error})"
                     )
                 )
             time.sleep(POLL_INTERVAL_S)
@@ -245,6 +250,17 @@ class ContainerdProcess:
             )
         return result
 
+    @staticmethod
+    def _registry_args(hosts_dir: Path | None, plain_http: bool, user: str | None) -> list[str]:
+        args: list[str] = []
+        if hosts_dir is not None:
+            args += ["--hosts-dir", str(hosts_dir)]
+        if plain_http:
+            args.append("--plain-http")
+        if user is not None:
+            args += ["--user", user]
+        return args
+
     def pull(
         self,
         ref: str,
@@ -261,14 +277,26 @@ class ContainerdProcess:
         can assert that a pull is refused; pass ``check=True`` to raise instead.
         """
         args = ["images", "pull", "--snapshotter", SNAPSHOTTER]
-        if hosts_dir is not None:
-            args += ["--hosts-dir", str(hosts_dir)]
-        if plain_http:
-            args.append("--plain-http")
-        if user is not None:
-            args += ["--user", user]
-        args.append(ref)
-        return self.ctr(*args, namespace=namespace, timeout_s=timeout_s, check=check)
+        args += self._registry_args(hosts_dir, plain_http, user)
+        return self.ctr(*args, ref, namespace=namespace, timeout_s=timeout_s, check=check)
+
+    def fetch(
+        self,
+        ref: str,
+        namespace: str = "default",
+        hosts_dir: Path | None = None,
+        plain_http: bool = True,
+        user: str | None = None,
+        timeout_s: float = 120.0,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        """``ctr content fetch``: download every blob of ``ref``, no unpack, no image record.
+
+        Unpacking a large layer with the native snapshotter costs as much as fetching it;
+        measurements of distribution alone should use this.
+        """
+        args = ["content", "fetch", *self._registry_args(hosts_dir, plain_http, user)]
+        return self.ctr(*args, ref, namespace=namespace, timeout_s=timeout_s, check=check)
 
     def image_digest(self, ref: str, namespace: str = "default") -> str:
         """The manifest (or index) digest containerd recorded for ``ref``."""
@@ -285,7 +313,9 @@ class ContainerdProcess:
         return self.root / "io.containerd.content.v1.content" / "blobs" / algorithm / hex_digest
 
     def read_json_blob(self, digest: str, namespace: str = "default") -> Any:
-        return json.loads(self.ctr("content", "get", digest, namespace=namespace, check=True).stdout)
+        return json.loads(
+            self.ctr("content", "get", digest, namespace=namespace, check=True).stdout
+        )
 
     def image_manifest(self, ref: str, namespace: str = "default") -> dict[str, Any]:
         """The image manifest of ``ref``, choosing this host's platform from an index."""

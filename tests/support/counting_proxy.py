@@ -83,7 +83,10 @@ class CountingProxy:
     Counters cover ``GET /v2/<name>/blobs/<digest>`` only: ``blob_gets`` counts requests
     received (including ones answered by an injected failure), ``blob_bytes`` counts body
     bytes actually sent to clients. Fault switches are plain attributes the test may flip
-    at any time; each request reads them once when it starts.
+    at any time; each request reads them once when it starts. They act per response: with
+    Range requests, every range gets its own flipped middle byte, and ``stall_after_bytes``
+    counts from the start of each response body. A stalled response hangs until
+    ``release_stalls()`` or ``stop()``, then its connection is dropped.
     """
 
     def __init__(self, upstream_url: str) -> None:
@@ -98,7 +101,9 @@ class CountingProxy:
         self._blob_bytes: defaultdict[str, int] = defaultdict(int)
         self._requests: list[ProxiedRequest] = []
         self._session: aiohttp.ClientSession | None = None
+        # Loop-thread state: the event current stalls wait on; set for good on shutdown.
         self._release_stalls: asyncio.Event | None = None
+        self._stopping = False
 
         app = web.Application()
         app.on_startup.append(self._on_startup)
@@ -153,6 +158,7 @@ class CountingProxy:
         )
 
     async def _on_shutdown(self, app: web.Application) -> None:
+        self._stopping = True
         if self._release_stalls is not None:
             self._release_stalls.set()
 
@@ -161,10 +167,18 @@ class CountingProxy:
             await self._session.close()
 
     def release_stalls(self) -> None:
-        """End every stalled blob response now (their connections are dropped)."""
-        event = self._release_stalls
-        if event is not None:
-            self._server.loop.call_soon_threadsafe(event.set)
+        """End the blob responses stalled right now (their connections are dropped).
+
+        Later responses stall again while ``stall_after_bytes`` is set; set it to None
+        first to let the origin heal.
+        """
+        self._server.loop.call_soon_threadsafe(self._release_current_stalls)
+
+    def _release_current_stalls(self) -> None:
+        released = self._release_stalls
+        self._release_stalls = asyncio.Event()
+        if released is not None:
+            released.set()
 
     # -- counters ------------------------------------------------------------------
 
@@ -269,6 +283,7 @@ class CountingProxy:
     async def _stall(self, request: web.Request) -> None:
         """Hang until released or stopped, then drop the connection mid-body."""
         assert self._release_stalls is not None
-        await self._release_stalls.wait()
+        if not self._stopping:
+            await self._release_stalls.wait()
         if request.transport is not None:
             request.transport.abort()

@@ -183,7 +183,11 @@ def build_image(layer_sizes: list[int], seed: int, work_dir: Path | None = None)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MEDIA_TYPE_MANIFEST,
-        "config": {"mediaType": MEDIA_TYPE_CONFIG, "digest": config_digest, "size": len(config_bytes)},
+        "config": {
+            "mediaType": MEDIA_TYPE_CONFIG,
+            "digest": config_digest,
+            "size": len(config_bytes),
+        },
         "layers": [
             {"mediaType": MEDIA_TYPE_LAYER_TAR, "digest": digest, "size": size}
             for digest, size in layers
@@ -216,7 +220,7 @@ async def push_built_image_async(
         await client.authorize("pull,push")
         for digest in image.blob_digests:
             if not await client.blob_exists(digest):
-                await client.upload_blob(digest, image.blob_paths[digest])
+                await client.upload_blob(digest, image.blob_paths[digest], image.blob_sizes[digest])
         reported = await client.put_manifest(tag, MEDIA_TYPE_MANIFEST, image.manifest)
     if reported and reported != image.manifest_digest:
         raise RegistryError(f"registry stored manifest as {reported}, not {image.manifest_digest}")
@@ -245,7 +249,13 @@ async def push_image_async(
 ) -> PushedImage:
     """Build (in a worker thread: it is CPU and disk bound) and push an image."""
     image = await asyncio.to_thread(build_image, layer_sizes, seed, work_dir)
-    return await push_built_image_async(image, registry_url, repo, tag, auth)
+    try:
+        return await push_built_image_async(image, registry_url, repo, tag, auth)
+    except BaseException:
+        # A temp dir the caller never saw would leak; one it chose is its to keep.
+        if work_dir is None:
+            image.cleanup()
+        raise
 
 
 def _run(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -288,4 +298,10 @@ def push_image(
     ``cleanup()``) so tests can compare what a client received with what was pushed.
     """
     image = build_image(layer_sizes, seed, work_dir)
-    return push_built_image(image, registry_url, repo, tag, auth)
+    try:
+        return push_built_image(image, registry_url, repo, tag, auth)
+    except BaseException:
+        # A temp dir the caller never saw would leak; one it chose is its to keep.
+        if work_dir is None:
+            image.cleanup()
+        raise

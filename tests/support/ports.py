@@ -8,8 +8,9 @@ import time
 import urllib.parse
 from collections.abc import Callable
 
-# How often readiness is polled; short because local servers come up in milliseconds.
-POLL_INTERVAL_S = 0.02
+from .polling import POLL_INTERVAL_S
+
+__all__ = ["POLL_INTERVAL_S", "free_port", "http_status", "wait_http"]
 
 
 def free_port() -> int:
@@ -61,4 +62,3 @@ def wait_http(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"no HTTP answer from {url} within {timeout_s:.1f} s")
         time.sleep(POLL_INTERVAL_S)
-

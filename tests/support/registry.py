@@ -130,6 +130,9 @@ class RegistryProcess:
             self._process = None
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+        else:
+            # Blob storage can be gigabytes; the config and log stay for post-mortems.
+            shutil.rmtree(self.storage_dir, ignore_errors=True)
 
     def __enter__(self) -> RegistryProcess:
         return self.start()

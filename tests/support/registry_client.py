@@ -6,6 +6,7 @@ manifest. Bodies stream from disk so multi-GiB layers never sit in memory.
 
 from __future__ import annotations
 
+import base64
 import re
 import urllib.parse
 from pathlib import Path
@@ -17,6 +18,12 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 class RegistryError(RuntimeError):
     """The registry (or its token server) answered something the push cannot go on with."""
+
+
+def basic_auth_header(username: str, password: str) -> str:
+    # Built by hand: aiohttp's BasicAuth is deprecated in new releases, and its
+    # replacement does not exist in the oldest aiohttp the project supports.
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -54,18 +61,19 @@ class RegistryClient:
             if resp.status != 401 or not challenge:
                 raise RegistryError(f"GET /v2/ answered {resp.status}: {await resp.text()}")
         scheme, params = parse_challenge(challenge)
-        basic = aiohttp.BasicAuth(*self.auth) if self.auth else None
+        basic = basic_auth_header(*self.auth) if self.auth else None
         if scheme == "basic":
             if basic is None:
                 raise RegistryError("registry wants Basic auth and no credentials were given")
-            self._headers = {"Authorization": basic.encode()}
+            self._headers = {"Authorization": basic}
             return
         if scheme != "bearer" or "realm" not in params:
             raise RegistryError(f"unsupported auth challenge: {challenge}")
         query = {"scope": f"repository:{self.repo}:{actions}"}
         if "service" in params:
             query["service"] = params["service"]
-        async with self.session.get(params["realm"], params=query, auth=basic) as resp:
+        token_headers = {"Authorization": basic} if basic else {}
+        async with self.session.get(params["realm"], params=query, headers=token_headers) as resp:
             if resp.status != 200:
                 raise RegistryError(f"token server answered {resp.status}: {await resp.text()}")
             body = await resp.json(content_type=None)
@@ -83,7 +91,7 @@ class RegistryClient:
                 return resp.status == 200
             raise RegistryError(f"HEAD blob {digest} answered {resp.status}")
 
-    async def upload_blob(self, digest: str, path: Path) -> None:
+    async def upload_blob(self, digest: str, path: Path, size: int) -> None:
         """POST an upload session, then PUT the whole file to it with ``?digest=``."""
         async with self.session.post(self._url("blobs/uploads/"), headers=self._headers) as resp:
             if resp.status != 202 or "Location" not in resp.headers:
@@ -92,7 +100,6 @@ class RegistryClient:
             location = urllib.parse.urljoin(str(resp.url), resp.headers["Location"])
         separator = "&" if "?" in location else "?"
         put_url = f"{location}{separator}digest={urllib.parse.quote(digest, safe=':')}"
-        size = path.stat().st_size
         headers = {
             **self._headers,
             "Content-Type": "application/octet-stream",

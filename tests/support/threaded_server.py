@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import socket
 import threading
 from collections.abc import Coroutine
@@ -99,11 +100,9 @@ class ThreadedServer:
             return
         if runner is not None:
             future = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
-            try:
+            # On a failed cleanup shut down anyway; the loop's finally cancels leftovers.
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
                 future.result(timeout=SHUTDOWN_TIMEOUT_S + 10.0)
-            except (concurrent.futures.TimeoutError, RuntimeError):
-                # Shut down anyway; the loop's finally block cancels leftovers.
-                pass
             self._runner = None
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10.0)
