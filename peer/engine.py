@@ -26,6 +26,9 @@ from registry_proxy.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
+# A partial download nobody asked for again within a day is deleted at startup.
+PARTIAL_TASK_TTL_S = 24 * 3600.0
+
 
 class CacheFull(Exception):
     """The blob does not fit under the cache quota even after evicting what is idle."""
@@ -55,6 +58,7 @@ class Engine:
 
     def load(self) -> None:
         """Index the complete blobs a previous run left (partial ones resume on demand)."""
+        self.store.sweep(time.time(), PARTIAL_TASK_TTL_S)
         for blob in self.store.scan_complete():
             self.index.add(blob.digest, blob.size_bytes)
         partial = self.store.partial_tasks()

@@ -189,6 +189,29 @@ class BlobStore:
     def partial_tasks(self) -> list[str]:
         return [f"{p.parent.name}:{p.stem}" for p in self.tasks_dir.glob("*/*.part")]
 
+    def sweep(self, now: float, partial_ttl_s: float) -> int:
+        """Delete leftovers of interrupted writes and partial downloads nobody resumed.
+
+        Returns the number of files removed. Only files of our own layout are touched.
+        """
+        removed = 0
+        for leftover in [*self.blobs_dir.glob("*/*.tmp"), *self.tasks_dir.glob("*/*.tmp")]:
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        for part in self.tasks_dir.glob("*/*.part"):
+            progress = part.with_suffix(".json")
+            try:
+                last_touched = max(part.stat().st_mtime, progress.stat().st_mtime)
+            except OSError:
+                last_touched = 0.0  # no progress record: nothing in it can be trusted
+            if now - last_touched > partial_ttl_s:
+                log.info(
+                    "removing partial download %s, untouched for over %ds", part, partial_ttl_s
+                )
+                self.discard_task(f"{part.parent.name}:{part.stem}")
+                removed += 1
+        return removed
+
     def _read_progress(self, digest: str) -> TaskProgress | None:
         try:
             raw = json.loads(self.part_path(digest).with_suffix(".json").read_text())

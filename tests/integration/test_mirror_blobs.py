@@ -6,6 +6,12 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -257,8 +263,6 @@ async def test_restart_resumes_verified_pieces_and_refetches_the_rest(
     # piece 2 written but not yet verified, and piece 1 since damaged on disk.
     store = BlobStore(data_dir)
     fd, _ = store.open_task(layer, size, 4 * MiB)
-    import os
-
     os.pwrite(fd, content[: 10 * MiB], 0)
     os.pwrite(fd, b"X", 5 * MiB)
     os.close(fd)
@@ -295,3 +299,97 @@ async def test_stalled_upstream_ends_the_response_so_the_client_can_resume(
     status, rest = await _get(url, headers)
     assert status in (200, 206)
     assert _sha(received + rest) == layer
+
+
+async def test_first_bytes_reach_the_client_before_the_download_ends(
+    registry: RegistryProcess, counting_proxy: CountingProxy, make_peer: PeerFactory, tmp_path: Path
+) -> None:
+    image = await _push(registry, tmp_path, [8 * MiB])
+    layer, _ = image.layers[0]
+    peer = await make_peer(
+        registry.host, counting_proxy.url, min_piece_bytes=1 * MiB, origin_concurrency=1
+    )
+    stop = threading.Event()
+
+    def stall_after_first_piece() -> None:
+        while not stop.is_set() and counting_proxy.blob_bytes.get(layer, 0) < 1 * MiB:
+            time.sleep(0.001)
+        counting_proxy.stall_after_bytes = 0
+
+    watcher = threading.Thread(target=stall_after_first_piece, daemon=True)
+    watcher.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(_blob_url(peer, image, layer)) as resp,
+        ):
+            assert resp.status == 200
+            first = await resp.content.readexactly(1 * MiB)
+            # The rest of the blob is stuck upstream, yet the client has its first piece.
+            assert engine_of(peer).running(layer) is not None
+            assert first == image.blob_paths[layer].read_bytes()[: 1 * MiB]
+            counting_proxy.stall_after_bytes = None
+            counting_proxy.release_stalls()
+            rest = await resp.read()
+        assert _sha(first + rest) == layer
+    finally:
+        stop.set()
+        watcher.join()
+        counting_proxy.stall_after_bytes = None
+        counting_proxy.release_stalls()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 12 MiB tmpfs: a disk that fills up."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mountpoint = tmp_path / "tiny-disk"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+async def test_full_disk_fails_that_blob_cleanly_and_the_daemon_carries_on(
+    registry: RegistryProcess,
+    counting_proxy: CountingProxy,
+    make_peer: PeerFactory,
+    tmp_path: Path,
+    tiny_disk: Path,
+) -> None:
+    image = await _push(registry, tmp_path, [16 * MiB, 2 * MiB])
+    (big, _), (small, _) = image.layers
+    peer = await make_peer(registry.host, counting_proxy.url, data_dir=tiny_disk / "peer")
+    status, body = await _get(_blob_url(peer, image, big))
+    assert status == 503
+    message = json.loads(body)["errors"][0]["message"]
+    assert "cannot allocate" in message and "No space left" in message
+    assert not list((tiny_disk / "peer" / "tasks").glob("*/*"))  # nothing half-written left
+    status, body = await _get(_blob_url(peer, image, small))
+    assert status == 200 and _sha(body) == small
+
+
+def test_startup_sweeps_stale_partials_and_interrupted_writes(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    fresh, stale = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    for digest in (fresh, stale):
+        fd, _ = store.open_task(digest, 10, 4)
+        os.close(fd)
+    old = time.time() - 2 * 24 * 3600
+    for path in (store.part_path(stale), store.part_path(stale).with_suffix(".json")):
+        os.utime(path, (old, old))
+    leftover = store.blobs_dir / "sha256" / "x.json.tmp"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_text("{")
+    assert store.sweep(time.time(), 24 * 3600) == 2
+    assert store.partial_tasks() == [fresh]
+    assert not leftover.exists()
