@@ -44,11 +44,18 @@ class RegistryProcess:
     must already be started because its URL goes into the registry config.
     """
 
-    def __init__(self, work_dir: Path | None = None, token_server: TokenServer | None = None):
+    def __init__(
+        self,
+        work_dir: Path | None = None,
+        token_server: TokenServer | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ):
         self._own_work_dir = work_dir is None
         self.work_dir = Path(tempfile.mkdtemp(prefix="registry-")) if work_dir is None else work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.token_server = token_server
+        # Top-level config sections added as they are (e.g. storage middleware).
+        self.extra_config = extra_config or {}
         self.storage_dir = self.work_dir / "storage"
         self.config_path = self.work_dir / "config.yml"
         self.log_path = self.work_dir / "registry.log"
@@ -87,6 +94,7 @@ class RegistryProcess:
         if self.token_server is not None:
             bundle = self.work_dir / "token-root.pem"
             config["auth"] = self.token_server.registry_auth_config(bundle)
+        config.update(self.extra_config)
         return config
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> RegistryProcess:
