@@ -74,6 +74,7 @@ class BlobTask:
         self._runner: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[None] | None = None
         self._last_save = 0.0
+        self._trailing_save: asyncio.TimerHandle | None = None
 
     # Public view -------------------------------------------------------------------
 
@@ -263,6 +264,7 @@ class BlobTask:
         return digests
 
     async def _finish(self) -> None:
+        self._cancel_trailing_save()
         meta = BlobMeta(
             self.digest, self.size_bytes, self.layout.piece_bytes, list(self._piece_digests)
         )
@@ -278,6 +280,7 @@ class BlobTask:
         )
 
     async def _fail(self, error: TaskFailed) -> None:
+        self._cancel_trailing_save()
         async with self._progress:
             self.state = TaskState.FAILED
             self.error = error
@@ -291,9 +294,19 @@ class BlobTask:
         log.warning("%s: download failed: %s", self.digest, error)
 
     def _save_progress(self, force: bool) -> None:
+        """Record verified pieces, at most every PROGRESS_SAVE_INTERVAL_S.
+
+        A skipped save is made up for by a trailing one, so a download that stalls (or
+        is killed) right after a burst of pieces still has them all on record.
+        """
         now = time.monotonic()
         if not force and now - self._last_save < PROGRESS_SAVE_INTERVAL_S:
+            if self._trailing_save is None:
+                self._trailing_save = asyncio.get_running_loop().call_later(
+                    PROGRESS_SAVE_INTERVAL_S, self._trailing_save_due
+                )
             return
+        self._cancel_trailing_save()
         self._last_save = now
         try:
             self.store.save_progress(
@@ -307,6 +320,16 @@ class BlobTask:
     def dup_fd(self) -> int:
         """A descriptor of the task file for a reader; it stays valid after completion."""
         return os.dup(self._fd)
+
+    def _trailing_save_due(self) -> None:
+        self._trailing_save = None
+        if self.state is TaskState.RUNNING:  # an ended task wrote or removed its own
+            self._save_progress(force=True)
+
+    def _cancel_trailing_save(self) -> None:
+        if self._trailing_save is not None:
+            self._trailing_save.cancel()
+            self._trailing_save = None
 
     def close_file(self) -> None:
         if self._fd >= 0:

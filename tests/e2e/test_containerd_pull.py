@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import urllib.error
@@ -279,3 +280,62 @@ def test_upstream_stalling_mid_body_is_resumed_on_the_peer(
 def _heal(proxy: CountingProxy) -> None:
     proxy.stall_after_bytes = None
     proxy.release_stalls()
+
+
+def test_peer_killed_mid_download_resumes_after_restart(
+    registry: RegistryProcess,
+    counting_proxy: CountingProxy,
+    image: PushedImage,
+    start_peer: Any,
+    tmp_path: Path,
+) -> None:
+    big_layer, size = image.layers[0]
+    settings = _peer_settings(registry.host, counting_proxy.url, origin_concurrency=1)
+    peer = start_peer("killed", **settings)
+    url = f"{peer.url}/v2/{image.repo}/blobs/{big_layer}?ns={registry.host}"
+    progress = peer.data_dir / "tasks" / "sha256" / (big_layer.split(":")[1] + ".json")
+
+    def verified_pieces() -> int:
+        try:
+            return len(json.loads(progress.read_text())["piece_digests"])
+        except (OSError, ValueError):
+            return 0
+
+    # Stall the registry once 3 pieces (12 MiB) went out, so the kill lands mid-download.
+    def stall_at_12_mib() -> None:
+        while counting_proxy.blob_bytes.get(big_layer, 0) < 12 * MiB and not done.is_set():
+            time.sleep(0.002)
+        counting_proxy.stall_after_bytes = 0
+
+    done = threading.Event()
+    watcher = threading.Thread(target=stall_at_12_mib, daemon=True)
+    watcher.start()
+    client = threading.Thread(target=_read_quietly, args=(url,), daemon=True)
+    client.start()
+    deadline = time.monotonic() + 30
+    while verified_pieces() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    kept = verified_pieces()
+    assert kept >= 2, peer.log_text()
+    peer.kill()  # SIGKILL: no chance to tidy up
+    _heal(counting_proxy)
+    watcher.join()
+    before = counting_proxy.blob_bytes.get(big_layer, 0)
+
+    restarted = start_peer("killed", **settings)
+    with urllib.request.urlopen(url.replace(peer.url, restarted.url), timeout=60) as resp:
+        body = resp.read()
+    assert "sha256:" + hashlib.sha256(body).hexdigest() == big_layer
+    assert f"resuming with {kept} of 10 pieces" in restarted.log_text()
+    # Only what was not verified before the kill came from the registry again.
+    assert counting_proxy.blob_bytes[big_layer] - before == size - kept * 4 * MiB
+
+
+def _read_quietly(url: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            while resp.read(1 << 20):
+                pass
+    except OSError:
+        pass
