@@ -1,11 +1,13 @@
 """One blob download: pieces fetched concurrently into the task file, verified in order.
 
-A task owns its file descriptor and two background jobs. The *fetchers* pull missing
-pieces (lowest index first, so a streaming client gets what it needs next) with
-bounded retries. The *verifier* hashes pieces in index order as they land: it records
-each piece's sha256 and feeds the blob's running sha256. Clients are only ever sent
-bytes the verifier has passed, and the last piece only once the blob digest matched,
-so no client ever receives a complete body with wrong content.
+A task owns its file descriptor and two kinds of background job. The *fetchers* pull
+missing pieces (lowest index first, so a streaming client gets what it needs next)
+with bounded retries, and record each piece's sha256 as it lands; several pieces are
+hashed at once, on worker threads. The *verifier* feeds pieces in index order into the
+blob's running sha256. Clients are sent the contiguous prefix of recorded pieces, and
+the last byte only once the blob digest matched, so no client ever receives a complete
+body with wrong content. Hashing is the CPU cost that bounds a cold download (two
+sha256 passes over every byte), which is why the two passes run in parallel.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from peer.origin import OriginFetcher, PieceFetchError
 from peer.pieces import PieceLayout, PieceSet
@@ -68,9 +70,9 @@ class BlobTask:
         self._on_bytes = on_bytes
         self._progress = asyncio.Condition()
         self._fd = -1
-        self._pieces = PieceSet(layout.count)
-        self._verified_pieces = 0
-        self._piece_digests: list[str] = []
+        self._pieces = PieceSet(layout.count)  # written and their digest recorded
+        self._digests: list[str | None] = [None] * layout.count
+        self._hashed_pieces = 0  # fed into the blob's sha256, in order
         self._runner: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[None] | None = None
         self._last_save = 0.0
@@ -87,9 +89,8 @@ class BlobTask:
         """How many leading bytes a client may be sent now."""
         if self.state is TaskState.COMPLETE:
             return self.size_bytes
-        if self._verified_pieces >= self.layout.count:
-            return max(0, self.size_bytes - 1)  # the last byte waits for the digest
-        return self._verified_pieces * self.layout.piece_bytes
+        recorded = min(self.size_bytes, self._pieces.prefix * self.layout.piece_bytes)
+        return max(0, min(recorded, self.size_bytes - 1))  # the last byte waits for the digest
 
     @property
     def fd(self) -> int:
@@ -133,6 +134,7 @@ class BlobTask:
         if recorded:
             kept = await asyncio.to_thread(self._recheck, recorded)
             for index in range(kept):
+                self._digests[index] = recorded[index]
                 self._pieces.add(index)
             log.info(
                 "%s: resuming with %d of %d pieces (%d recorded)",
@@ -180,8 +182,10 @@ class BlobTask:
         while queue and self.state is TaskState.RUNNING:
             index = queue.pop()
             await self._fetch_piece(index, whole)
+            self._digests[index] = await asyncio.to_thread(self._piece_digest, index)
             self._pieces.add(index)
             await self._notify()
+            self._save_progress(force=False)
 
     async def _fetch_piece(self, index: int, whole: bool) -> None:
         byte_range = ByteRange(self.layout.start(index), self.layout.stop(index))
@@ -205,23 +209,18 @@ class BlobTask:
             return
 
     async def _verify_all(self) -> None:
-        """Hash pieces in order as they arrive; compare the blob digest at the end."""
+        """Feed pieces into the blob's sha256 in order; compare the digest at the end."""
         blob_hash = hashlib.sha256()
-        while self._verified_pieces < self.layout.count:
+        while self._hashed_pieces < self.layout.count:
             async with self._progress:
                 await self._progress.wait_for(
-                    lambda: self._verified_pieces in self._pieces or self._fetch_ended()
+                    lambda: self._hashed_pieces in self._pieces or self._fetch_ended()
                 )
-            if self._verified_pieces not in self._pieces:
+            if self._hashed_pieces not in self._pieces:
                 self._raise_fetch_error()
             ready = self._pieces.prefix
-            first = self._verified_pieces
-            digests = await asyncio.to_thread(self._hash_pieces, blob_hash, first, ready)
-            self._piece_digests.extend(digests)
-            async with self._progress:
-                self._verified_pieces = ready
-                self._progress.notify_all()
-            self._save_progress(force=False)
+            await asyncio.to_thread(self._feed, blob_hash, self._hashed_pieces, ready)
+            self._hashed_pieces = ready
         actual = f"sha256:{blob_hash.hexdigest()}"
         if actual != self.digest:
             raise DigestMismatch(f"content has digest {actual}, expected {self.digest}")
@@ -229,7 +228,7 @@ class BlobTask:
     def _recheck(self, recorded: list[str]) -> int:
         """How many leading recorded pieces still match their digests on disk."""
         for index, expected in enumerate(recorded[: self.layout.count]):
-            if self._hash_pieces(hashlib.sha256(), index, index + 1) != [expected]:
+            if self._piece_digest(index) != expected:
                 log.warning("%s: piece %d changed on disk; fetching it again", self.digest, index)
                 return index
         return min(len(recorded), self.layout.count)
@@ -242,32 +241,36 @@ class BlobTask:
         error = self._fetching.exception()
         if isinstance(error, TaskFailed):
             raise error
-        raise TaskFailed(f"download stopped before piece {self._verified_pieces}: {error!r}")
+        raise TaskFailed(f"download stopped before piece {self._hashed_pieces}: {error!r}")
 
     async def _notify(self) -> None:
         async with self._progress:
             self._progress.notify_all()
 
-    def _hash_pieces(self, blob_hash: hashlib._Hash, first: int, stop: int) -> list[str]:
-        digests = []
+    def _read_piece(self, index: int) -> Iterator[bytes]:
+        offset, end = self.layout.start(index), self.layout.stop(index)
+        while offset < end:
+            data = os.pread(self._fd, min(HASH_READ_BYTES, end - offset), offset)
+            if not data:
+                raise TaskFailed(f"task file is shorter than expected at {offset}")
+            yield data
+            offset += len(data)
+
+    def _piece_digest(self, index: int) -> str:
+        piece_hash = hashlib.sha256()
+        for data in self._read_piece(index):
+            piece_hash.update(data)
+        return f"sha256:{piece_hash.hexdigest()}"
+
+    def _feed(self, blob_hash: hashlib._Hash, first: int, stop: int) -> None:
         for index in range(first, stop):
-            piece_hash = hashlib.sha256()
-            offset, end = self.layout.start(index), self.layout.stop(index)
-            while offset < end:
-                data = os.pread(self._fd, min(HASH_READ_BYTES, end - offset), offset)
-                if not data:
-                    raise TaskFailed(f"task file is shorter than expected at {offset}")
-                piece_hash.update(data)
+            for data in self._read_piece(index):
                 blob_hash.update(data)
-                offset += len(data)
-            digests.append(f"sha256:{piece_hash.hexdigest()}")
-        return digests
 
     async def _finish(self) -> None:
         self._cancel_trailing_save()
-        meta = BlobMeta(
-            self.digest, self.size_bytes, self.layout.piece_bytes, list(self._piece_digests)
-        )
+        digests = [d for d in self._digests if d is not None]
+        meta = BlobMeta(self.digest, self.size_bytes, self.layout.piece_bytes, digests)
         await asyncio.to_thread(self.store.commit, meta)
         async with self._progress:
             self.state = TaskState.COMPLETE
@@ -287,7 +290,7 @@ class BlobTask:
             self._progress.notify_all()
         # Pieces of a blob that failed its digest are worthless; others are kept so a
         # later request (or a restarted daemon) resumes instead of starting over.
-        if isinstance(error, DigestMismatch) or not self._piece_digests:
+        if isinstance(error, DigestMismatch) or self._pieces.prefix == 0:
             self.store.discard_task(self.digest)
         else:
             self._save_progress(force=True)
@@ -311,7 +314,10 @@ class BlobTask:
         try:
             self.store.save_progress(
                 TaskProgress(
-                    self.digest, self.size_bytes, self.layout.piece_bytes, self._piece_digests
+                    self.digest,
+                    self.size_bytes,
+                    self.layout.piece_bytes,
+                    [d for d in self._digests[: self._pieces.prefix] if d is not None],
                 )
             )
         except OSError as exc:

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -309,15 +308,7 @@ async def test_first_bytes_reach_the_client_before_the_download_ends(
     peer = await make_peer(
         registry.host, counting_proxy.url, min_piece_bytes=1 * MiB, origin_concurrency=1
     )
-    stop = threading.Event()
-
-    def stall_after_first_piece() -> None:
-        while not stop.is_set() and counting_proxy.blob_bytes.get(layer, 0) < 1 * MiB:
-            time.sleep(0.001)
-        counting_proxy.stall_after_bytes = 0
-
-    watcher = threading.Thread(target=stall_after_first_piece, daemon=True)
-    watcher.start()
+    counting_proxy.stall_after_blob_bytes = 1 * MiB  # the registry dies after piece 0
     try:
         async with (
             aiohttp.ClientSession() as session,
@@ -328,14 +319,12 @@ async def test_first_bytes_reach_the_client_before_the_download_ends(
             # The rest of the blob is stuck upstream, yet the client has its first piece.
             assert engine_of(peer).running(layer) is not None
             assert first == image.blob_paths[layer].read_bytes()[: 1 * MiB]
-            counting_proxy.stall_after_bytes = None
+            counting_proxy.stall_after_blob_bytes = None
             counting_proxy.release_stalls()
             rest = await resp.read()
         assert _sha(first + rest) == layer
     finally:
-        stop.set()
-        watcher.join()
-        counting_proxy.stall_after_bytes = None
+        counting_proxy.stall_after_blob_bytes = None
         counting_proxy.release_stalls()
 
 

@@ -95,6 +95,9 @@ class CountingProxy:
         self.corrupt_blobs: bool = False
         self.fail_blobs_with: int | None = None
         self.stall_after_bytes: int | None = None
+        # Stall every blob body once this many bytes of that blob went out in all
+        # requests together: "the registry dies after N bytes", deterministically.
+        self.stall_after_blob_bytes: int | None = None
 
         self._lock = threading.Lock()
         self._blob_gets: defaultdict[str, int] = defaultdict(int)
@@ -261,8 +264,9 @@ class CountingProxy:
                 if flip_at is not None and sent <= flip_at < sent + len(chunk):
                     i = flip_at - sent
                     chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
-                if counted and stall_after is not None and sent + len(chunk) >= stall_after:
-                    await self._write(response, chunk[: max(0, stall_after - sent)], counted)
+                limit = self._stall_limit(counted, stall_after, sent)
+                if counted and limit is not None and len(chunk) >= limit:
+                    await self._write(response, chunk[: max(0, limit)], counted)
                     await self._stall(request)
                     self._record(request.method, request.raw_path, upstream.status)
                     return response
@@ -271,6 +275,17 @@ class CountingProxy:
             await response.write_eof()
         self._record(request.method, request.raw_path, upstream.status)
         return response
+
+    def _stall_limit(self, digest: str | None, stall_after: int | None, sent: int) -> int | None:
+        """How many more bytes this body may send before it stalls (None: no limit)."""
+        limits = []
+        if stall_after is not None:
+            limits.append(stall_after - sent)
+        total_limit = self.stall_after_blob_bytes
+        if digest is not None and total_limit is not None:
+            with self._lock:
+                limits.append(total_limit - self._blob_bytes[digest])
+        return min(limits) if limits else None
 
     async def _write(self, response: web.StreamResponse, chunk: bytes, digest: str | None) -> None:
         if not chunk:
