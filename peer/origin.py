@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -36,9 +37,17 @@ class OriginFetcher:
         self._client = client
         self._origin = origin
 
-    async def fetch_range(self, fd: int, byte_range: ByteRange, whole_blob: bool) -> int:
-        """Fetch ``byte_range`` into ``fd`` at its offset; returns the bytes written.
+    async def fetch_range(
+        self,
+        fd: int,
+        byte_range: ByteRange,
+        whole_blob: bool,
+        on_written: Callable[[int], Awaitable[None]],
+    ) -> None:
+        """Fetch ``byte_range`` into ``fd`` at its offset.
 
+        ``on_written(end)`` is awaited each time the bytes up to offset ``end`` are in
+        the file, so the caller can use pieces before the whole range has arrived.
         Raises :class:`PieceFetchError` for anything worth retrying: a refused
         connection, an error status, a body of the wrong length, a read timeout.
         """
@@ -61,41 +70,55 @@ class OriginFetcher:
                     f"{origin.upstream.registry} answered {response.status} for "
                     f"{origin.digest} range {byte_range.header()}"
                 )
-            return await _write_body(response, fd, byte_range)
+            await _write_body(response, fd, byte_range, on_written)
 
 
-async def _write_body(response: aiohttp.ClientResponse, fd: int, byte_range: ByteRange) -> int:
+async def _write_body(
+    response: aiohttp.ClientResponse,
+    fd: int,
+    byte_range: ByteRange,
+    on_written: Callable[[int], Awaitable[None]],
+) -> None:
     offset = byte_range.start
     batch: list[bytes] = []
     batched = 0
     try:
-        async for chunk in response.content.iter_chunked(WRITE_BATCH_BYTES):
+        async for chunk in response.content.iter_any():
             if offset + batched + len(chunk) > byte_range.stop:
                 raise PieceFetchError("upstream sent more bytes than the range holds")
             batch.append(chunk)
             batched += len(chunk)
             if batched >= WRITE_BATCH_BYTES:
                 # Writes go to a thread: a slow disk must not block the event loop.
-                await asyncio.to_thread(_pwrite_all, fd, b"".join(batch), offset)
+                await asyncio.to_thread(_pwrite_all, fd, batch, offset)
                 offset += batched
                 batch, batched = [], 0
+                await on_written(offset)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise PieceFetchError(f"reading from upstream failed: {exc!r}") from exc
     except OSError as exc:
         raise PieceFetchError(f"writing the task file failed: {exc}") from exc
     if batch:
-        await asyncio.to_thread(_pwrite_all, fd, b"".join(batch), offset)
+        try:
+            await asyncio.to_thread(_pwrite_all, fd, batch, offset)
+        except OSError as exc:
+            raise PieceFetchError(f"writing the task file failed: {exc}") from exc
         offset += batched
+        await on_written(offset)
     if offset != byte_range.stop:
         raise PieceFetchError(
             f"upstream body ended after {offset - byte_range.start} of {byte_range.length} bytes"
         )
-    return byte_range.length
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
+def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> None:
+    """Write ``chunks`` back to back at ``offset`` with vectored writes (no joining)."""
+    views = [memoryview(chunk) for chunk in chunks]
+    while views:
+        written = os.pwritev(fd, views, offset)
         offset += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]

@@ -13,6 +13,7 @@ sha256 passes over every byte), which is why the two passes run in parallel.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import hashlib
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 HASH_READ_BYTES = 4 * 1024 * 1024
 PROGRESS_SAVE_INTERVAL_S = 0.5
 RETRY_BACKOFF_S = (0.2, 1.0, 3.0)
+# The longest byte range one request to the registry asks for.
+SPAN_MAX_BYTES = 64 * 1024 * 1024
 
 
 class TaskState(enum.Enum):
@@ -73,6 +76,7 @@ class BlobTask:
         self._pieces = PieceSet(layout.count)  # written and their digest recorded
         self._digests: list[str | None] = [None] * layout.count
         self._hashed_pieces = 0  # fed into the blob's sha256, in order
+        self._failures: collections.Counter[int] = collections.Counter()
         self._runner: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[None] | None = None
         self._last_save = 0.0
@@ -178,35 +182,67 @@ class BlobTask:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
+    def _take_span(self, queue: list[int]) -> list[int]:
+        """The lowest missing pieces, contiguous, as one Range request's worth.
+
+        Fewer, longer requests cost the registry and us far less than one request per
+        piece; the span is still cut so every worker gets a share of what is left.
+        """
+        limit = max(
+            1, min(SPAN_MAX_BYTES // self.layout.piece_bytes, -(-len(queue) // self._concurrency))
+        )
+        span = [queue.pop()]
+        while queue and len(span) < limit and queue[-1] == span[-1] + 1:
+            span.append(queue.pop())
+        return span
+
     async def _fetch_worker(self, queue: list[int], whole: bool) -> None:
         while queue and self.state is TaskState.RUNNING:
-            index = queue.pop()
-            await self._fetch_piece(index, whole)
-            self._digests[index] = await asyncio.to_thread(self._piece_digest, index)
-            self._pieces.add(index)
-            await self._notify()
-            self._save_progress(force=False)
+            span = self._take_span(queue)
+            await self._fetch_span(span, queue, whole)
 
-    async def _fetch_piece(self, index: int, whole: bool) -> None:
-        byte_range = ByteRange(self.layout.start(index), self.layout.stop(index))
-        for attempt in range(self._attempts):
-            try:
-                written = await self._fetcher.fetch_range(self._fd, byte_range, whole)
-            except PieceFetchError as exc:
-                log.warning(
-                    "%s: piece %d attempt %d/%d failed: %s",
-                    self.digest,
-                    index,
-                    attempt + 1,
-                    self._attempts,
-                    exc,
-                )
-                if attempt + 1 < self._attempts:
-                    await asyncio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
-                    continue
-                raise TaskFailed(f"piece {index} failed {self._attempts} times: {exc}") from exc
-            self._on_bytes(written)
-            return
+    async def _fetch_span(self, span: list[int], queue: list[int], whole: bool) -> None:
+        """Fetch pieces ``span`` with one Range request; what fails goes back in ``queue``."""
+        pending = collections.deque(span)
+        recording: list[asyncio.Task[None]] = []
+        written_until = self.layout.start(span[0])
+
+        async def on_written(end: int) -> None:
+            nonlocal written_until
+            self._on_bytes(end - written_until)
+            written_until = end
+            while pending and self.layout.stop(pending[0]) <= end:
+                # Hash the piece on a thread while this request keeps receiving.
+                recording.append(asyncio.create_task(self._record(pending.popleft())))
+
+        byte_range = ByteRange(self.layout.start(span[0]), self.layout.stop(span[-1]))
+        try:
+            await self._fetcher.fetch_range(self._fd, byte_range, whole, on_written)
+        except PieceFetchError as exc:
+            failed = pending[0]
+            self._failures[failed] += 1
+            attempt = self._failures[failed]
+            log.warning(
+                "%s: piece %d attempt %d/%d failed: %s",
+                self.digest,
+                failed,
+                attempt,
+                self._attempts,
+                exc,
+            )
+            if attempt >= self._attempts:
+                raise TaskFailed(f"piece {failed} failed {attempt} times: {exc}") from exc
+            queue.extend(reversed(pending))  # retried first, lowest index first
+            pending.clear()
+            await asyncio.sleep(RETRY_BACKOFF_S[min(attempt - 1, len(RETRY_BACKOFF_S) - 1)])
+        finally:
+            await asyncio.gather(*recording)
+
+    async def _record(self, index: int) -> None:
+        self._digests[index] = await asyncio.to_thread(self._piece_digest, index)
+        self._pieces.add(index)
+        await self._notify()
+        self._save_progress(force=False)
 
     async def _verify_all(self) -> None:
         """Feed pieces into the blob's sha256 in order; compare the digest at the end."""

@@ -39,6 +39,7 @@ HOP_BY_HOP = frozenset(
     )
 )
 MAX_REDIRECTS = 5
+READ_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class UpstreamClient:
         self._session = aiohttp.ClientSession(
             timeout=timeout,
             auto_decompress=False,
+            # A larger buffer than aiohttp's 64 KiB stops the flow control from pausing
+            # and resuming the socket every few reads while a blob streams in.
+            read_bufsize=READ_BUFFER_BYTES,
             skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
         )

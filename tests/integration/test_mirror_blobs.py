@@ -59,9 +59,10 @@ async def test_blob_downloaded_once_in_pieces_then_served_from_cache(
         assert status == 200
         assert len(body) == size and _sha(body) == layer
 
-    # Fetched as 4 MiB Range pieces, every byte exactly once.
+    # Fetched with a few Range requests (4 workers, each a span of 4 MiB pieces), and
+    # every byte exactly once.
     assert counting_proxy.blob_bytes[layer] == size
-    assert counting_proxy.blob_gets[layer] == -(-size // (4 * MiB))
+    assert 1 < counting_proxy.blob_gets[layer] <= 4
     assert engine_of(peer).complete(layer).size_bytes == size
 
 
