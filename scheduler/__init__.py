@@ -1,0 +1,1 @@
+"""Starling scheduler: tells each peer which parents to download pieces from."""
