@@ -1,0 +1,86 @@
+"""The pure scheduler core: cluster state, candidate filtering, evaluators, quota.
+
+No I/O, clock or global randomness: time comes in as ``now`` (seconds, any monotonic
+origin) and randomness as a ``random.Random``. The ``p2p-scheduler`` service and the
+``p2psim`` simulator both drive it through ``SchedulerState``::
+
+    state = SchedulerState(SchedulerSettings(), RuleEvaluator())
+    state.announce_host(HostAnnounced(...), now)
+    state.register_peer(PeerRegistered(...), now)
+    decision = state.schedule(peer_id, now, rng)   # Parents | BackToSource | RetryLater
+    state.report_pieces(PiecesReported(peer_id, (PieceReport(...), ...)), now)
+    state.finish_peer(peer_id)
+"""
+
+from scheduler.core.decisions import (
+    BackToSource,
+    Decision,
+    DecisionReason,
+    FilterReason,
+    ParentChoice,
+    Parents,
+    Rejection,
+    Removal,
+    RetryLater,
+)
+from scheduler.core.errors import (
+    ConflictError,
+    InvalidEventError,
+    PeerStateError,
+    SchedulerError,
+    UnknownHostError,
+    UnknownPeerError,
+)
+from scheduler.core.evaluator import Evaluator, RuleEvaluator, RuleTerms
+from scheduler.core.events import (
+    Event,
+    HostAnnounced,
+    HostExpired,
+    ParentReported,
+    PeerFailed,
+    PeerFinished,
+    PeerLeft,
+    PeerRegistered,
+    PieceReport,
+    PiecesReported,
+)
+from scheduler.core.model import Host, Peer, PeerState, Task
+from scheduler.core.settings import SchedulerSettings
+from scheduler.core.state import SchedulerState
+
+__all__ = [
+    "BackToSource",
+    "ConflictError",
+    "Decision",
+    "DecisionReason",
+    "Evaluator",
+    "Event",
+    "FilterReason",
+    "Host",
+    "HostAnnounced",
+    "HostExpired",
+    "InvalidEventError",
+    "ParentChoice",
+    "ParentReported",
+    "Parents",
+    "Peer",
+    "PeerFailed",
+    "PeerFinished",
+    "PeerLeft",
+    "PeerRegistered",
+    "PeerState",
+    "PeerStateError",
+    "PieceReport",
+    "PiecesReported",
+    "Rejection",
+    "Removal",
+    "RetryLater",
+    "RuleEvaluator",
+    "RuleTerms",
+    "SchedulerError",
+    "SchedulerSettings",
+    "SchedulerState",
+    "Task",
+    "UnknownHostError",
+    "UnknownPeerError",
+]

@@ -1,0 +1,98 @@
+"""What ``SchedulerState.schedule`` answers, and why candidates were turned down.
+
+Every outcome is a value: a peer with no parent yet gets ``RetryLater``, not an exception.
+Reasons are enums with stable string values so the service can use them as metric labels.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TypeAlias
+
+
+class FilterReason(enum.StrEnum):
+    """Why one sampled candidate cannot be a parent of this child (checked in this order)."""
+
+    SELF = "self"
+    SAME_HOST = "same_host"
+    BLOCKED = "blocked"  # the child reported it failed or was slow
+    BAD_PARENT = "bad_parent"  # its last piece cost was an outlier
+    NOTHING_NEEDED = "nothing_needed"  # it holds no piece the child lacks
+    NO_UPLOAD_SLOT = "no_upload_slot"
+    CYCLE = "cycle"  # it downloads, directly or not, from the child
+
+
+class DecisionReason(enum.StrEnum):
+    """Why a peer was sent to the origin or told to wait."""
+
+    SEED_PEER = "seed_peer"  # seed peers fetch from the origin first
+    ALREADY_BACK_TO_SOURCE = "already_back_to_source"
+    NO_SOURCE_IN_SWARM = "no_source_in_swarm"  # no seed and no pieces: within the quota
+    GAVE_UP_WAITING = "gave_up_waiting"  # too many retries; past the quota
+    EMPTY_TASK = "empty_task"  # a zero-byte blob has no pieces to share
+    WAITING_FOR_SEED = "waiting_for_seed"  # a seed peer exists but holds nothing yet
+    WAITING_FOR_SOURCE = "waiting_for_source"  # the quota is in use; wait for their pieces
+    NO_PARENT_YET = "no_parent_yet"  # peers hold pieces, but every candidate was filtered
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    peer_id: str
+    reason: FilterReason
+
+
+@dataclass(frozen=True, slots=True)
+class ParentChoice:
+    """One parent to fetch pieces from, with what the peer needs to connect to it."""
+
+    peer_id: str
+    host_id: str
+    address: str
+    piece_port: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Parents:
+    """Fetch from these parents, best first. Replaces the peer's previous parents."""
+
+    parents: tuple[ParentChoice, ...]
+    rejected: tuple[Rejection, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackToSource:
+    """Fetch the blob from the origin registry."""
+
+    reason: DecisionReason
+    rejected: tuple[Rejection, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """No parent can serve yet; ask again after ``after_s`` seconds.
+
+    The peer has no scheduler-assigned parents until then; pieces already in flight
+    may finish and be reported.
+    """
+
+    after_s: float
+    reason: DecisionReason
+    rejected: tuple[Rejection, ...] = ()
+
+
+Decision: TypeAlias = Parents | BackToSource | RetryLater
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What leaving, failing or host expiry took away.
+
+    ``orphaned_peer_ids`` are live peers that lost a parent: the simulator (or a push-based
+    service) may reschedule them at once instead of waiting for their next request.
+    """
+
+    removed_peer_ids: tuple[str, ...] = ()
+    orphaned_peer_ids: tuple[str, ...] = ()
+    removed_host_ids: tuple[str, ...] = ()

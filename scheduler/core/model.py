@@ -1,0 +1,181 @@
+"""The records the scheduler keeps: hosts, tasks and peers, and the links between them.
+
+A *host* is one node's daemon; a *task* is one blob (its id is the blob digest); a *peer*
+is one host working on one task. Peers point at their host and task objects directly so
+the hot path never looks anything up by id. The parent graph lives on the peers
+(``parents`` / ``children``); the task keeps the indices candidate sampling needs.
+
+Only ``SchedulerState`` mutates these records. Evaluators and filters read them.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from scheduler.core.piece_costs import PieceCostWindow
+from scheduler.core.random_set import RandomSet
+
+# Time constant of a host's decaying count of uploaded bytes. Dragonfly judges sustained
+# upload load over a 60 s window; an exponential decay gives the same scale without
+# keeping a per-host history of transfers.
+UPLOAD_WINDOW_S = 60.0
+
+
+class PeerState(enum.Enum):
+    PENDING = "pending"  # registered, no decision handed out yet
+    RUNNING = "running"  # has parents, or was sent to the origin
+    SUCCEEDED = "succeeded"  # holds every piece; has no parents any more
+
+
+@dataclass(eq=False, slots=True)
+class Host:
+    """One node's daemon as it last announced itself, plus what the scheduler observed."""
+
+    host_id: str
+    address: str
+    piece_port: int
+    upload_capacity_bps: float
+    download_capacity_bps: float
+    upload_slots: int
+    is_seed: bool
+    idc: str
+    rack: str
+    location: str
+    # Load as the host itself last announced it.
+    announced_upload_count: int
+    announced_upload_bps: float
+    last_announce_s: float
+    peers: dict[str, Peer] = field(default_factory=dict)
+    # Parent -> child edges from this host's peers, over all tasks: the upload slots the
+    # scheduler has handed out. Updated at every decision, so it is never stale.
+    children_count: int = 0
+    upload_ok_count: int = 0
+    upload_failed_count: int = 0
+    _recent_upload_bytes: float = field(default=0.0, init=False)
+    _recent_upload_at_s: float = field(default=0.0, init=False)
+
+    def record_upload(self, size_bytes: int, now: float) -> None:
+        self._recent_upload_bytes = self.recent_upload_bytes(now) + size_bytes
+        self._recent_upload_at_s = max(now, self._recent_upload_at_s)
+
+    def recent_upload_bytes(self, now: float) -> float:
+        """Bytes children reported from this host, decayed with ``UPLOAD_WINDOW_S``.
+
+        At a steady upload rate ``r`` this settles at ``r x UPLOAD_WINDOW_S``.
+        """
+        if self._recent_upload_bytes == 0.0:
+            return 0.0
+        age_s = max(0.0, now - self._recent_upload_at_s)
+        return self._recent_upload_bytes * math.exp(-age_s / UPLOAD_WINDOW_S)
+
+    @property
+    def free_upload_slots(self) -> int:
+        return self.upload_slots - self.children_count
+
+    @property
+    def rack_key(self) -> tuple[str, str]:
+        # Rack names need only be unique within an idc.
+        return (self.idc, self.rack)
+
+
+class Task:
+    """One blob and the indices over its peers that sampling and the quota need."""
+
+    __slots__ = (
+        "task_id",
+        "created_at_s",
+        "size_bytes",
+        "piece_bytes",
+        "piece_count",
+        "all_pieces_mask",
+        "peers",
+        "holders",
+        "holders_by_idc",
+        "holders_by_rack",
+        "complete_peers",
+        "availability",
+        "seed_peer_count",
+        "normal_back_to_source_count",
+    )
+
+    def __init__(self, task_id: str, size_bytes: int, piece_bytes: int, now: float) -> None:
+        self.task_id = task_id
+        self.created_at_s = now
+        self.size_bytes = size_bytes
+        self.piece_bytes = piece_bytes
+        # Same rule as peer.pieces.PieceLayout.count: the last piece may be short.
+        self.piece_count = -(-size_bytes // piece_bytes)
+        self.all_pieces_mask = (1 << self.piece_count) - 1
+        self.peers: dict[str, Peer] = {}
+        # Peers holding at least one piece: the only ones worth sampling as parents.
+        self.holders: RandomSet[Peer] = RandomSet()
+        self.holders_by_idc: dict[str, RandomSet[Peer]] = {}
+        self.holders_by_rack: dict[tuple[str, str], RandomSet[Peer]] = {}
+        # Peers holding every piece: they can serve any child, whatever it lacks.
+        self.complete_peers: RandomSet[Peer] = RandomSet()
+        # availability[i]: how many live peers hold piece i.
+        self.availability = [0] * self.piece_count
+        self.seed_peer_count = 0
+        # Normal peers sent to the origin that have not failed or left: the quota in use.
+        self.normal_back_to_source_count = 0
+
+    def index_holder(self, peer: Peer) -> None:
+        host = peer.host
+        self.holders.add(peer.peer_id, peer)
+        self.holders_by_idc.setdefault(host.idc, RandomSet()).add(peer.peer_id, peer)
+        self.holders_by_rack.setdefault(host.rack_key, RandomSet()).add(peer.peer_id, peer)
+
+    def unindex_holder(self, peer: Peer) -> None:
+        host = peer.host
+        self.holders.discard(peer.peer_id)
+        self.complete_peers.discard(peer.peer_id)
+        _discard_from_group(self.holders_by_idc, host.idc, peer.peer_id)
+        _discard_from_group(self.holders_by_rack, host.rack_key, peer.peer_id)
+
+
+K = TypeVar("K")
+
+
+def _discard_from_group(groups: dict[K, RandomSet[Peer]], key: K, peer_id: str) -> None:
+    group = groups.get(key)
+    if group is not None:
+        group.discard(peer_id)
+        if not group:
+            # Empty groups are dropped so labels of departed hosts do not pile up.
+            del groups[key]
+
+
+@dataclass(eq=False, slots=True)
+class Peer:
+    """One host working on one task."""
+
+    peer_id: str
+    host: Host
+    task: Task
+    costs: PieceCostWindow
+    registered_at_s: float
+    state: PeerState = PeerState.PENDING
+    # Bit i set: piece i is present. Python ints make "what does the child still need
+    # from this parent" one C-level AND over a few machine words.
+    pieces_mask: int = 0
+    # Ordered by score, best first, as last handed out.
+    parents: dict[str, Peer] = field(default_factory=dict)
+    children: dict[str, Peer] = field(default_factory=dict)
+    blocked_parent_ids: set[str] = field(default_factory=set)
+    back_to_source: bool = False
+    # Sent to the origin as a normal peer: holds one unit of the task's quota until it
+    # fails or leaves (a seed's origin fetch never counts against the quota).
+    holds_quota: bool = False
+    # Consecutive "retry later" answers since the last useful decision.
+    retry_count: int = 0
+
+    @property
+    def finished_piece_count(self) -> int:
+        return self.pieces_mask.bit_count()
+
+    @property
+    def is_complete(self) -> bool:
+        return self.task.piece_count > 0 and self.pieces_mask == self.task.all_pieces_mask

@@ -1,0 +1,63 @@
+"""Who fetches from the origin, and who waits, when the swarm cannot serve a peer.
+
+The origin registry is the scarce resource: ideally it sends each blob once. So:
+
+1. A seed peer always fetches from the origin: that is what seed peers are for.
+2. A normal peer gets parents whenever one passes the filters.
+3. Otherwise, if some other peer holds pieces, it waits: a parent will free up or get
+   what it lacks.
+4. Otherwise, if a seed peer works on the task, or a seed host is alive and the task is
+   younger than ``seed_wait_s`` (a seed is likely about to register), it waits.
+5. Otherwise up to ``back_to_source_quota`` normal peers go to the origin; the rest wait.
+6. A peer told to wait ``back_to_source_after_retries`` times in a row goes to the origin
+   regardless, so a swarm that cannot serve it never stalls it forever.
+"""
+
+from __future__ import annotations
+
+import random
+
+from scheduler.core.decisions import BackToSource, DecisionReason, Rejection, RetryLater
+from scheduler.core.model import Peer
+from scheduler.core.settings import SchedulerSettings
+
+
+def origin_first(child: Peer) -> BackToSource | None:
+    """Rule 1 (and idempotence): the peers that go to the origin before any filtering."""
+    if child.back_to_source:
+        return BackToSource(DecisionReason.ALREADY_BACK_TO_SOURCE)
+    if child.host.is_seed:
+        return BackToSource(DecisionReason.SEED_PEER)
+    if child.task.piece_count == 0:
+        return BackToSource(DecisionReason.EMPTY_TASK)
+    return None
+
+
+def without_parent(
+    child: Peer,
+    rejected: tuple[Rejection, ...],
+    settings: SchedulerSettings,
+    seed_hosts_alive: bool,
+    now: float,
+    rng: random.Random,
+) -> BackToSource | RetryLater:
+    """Rules 3 to 6, for a normal peer none of whose candidates passed the filters."""
+    task = child.task
+    limit = settings.back_to_source_after_retries
+    if limit is not None and child.retry_count >= limit:
+        return BackToSource(DecisionReason.GAVE_UP_WAITING, rejected)
+
+    def wait(reason: DecisionReason) -> RetryLater:
+        jitter = 1.0 + settings.retry_jitter * rng.random()
+        return RetryLater(settings.retry_delay_s * jitter, reason, rejected)
+
+    other_holders = len(task.holders) - (1 if child.peer_id in task.holders else 0)
+    if other_holders > 0:
+        return wait(DecisionReason.NO_PARENT_YET)
+    if task.seed_peer_count > 0:
+        return wait(DecisionReason.WAITING_FOR_SEED)
+    if seed_hosts_alive and now - task.created_at_s < settings.seed_wait_s:
+        return wait(DecisionReason.WAITING_FOR_SEED)
+    if task.normal_back_to_source_count < settings.back_to_source_quota:
+        return BackToSource(DecisionReason.NO_SOURCE_IN_SWARM, rejected)
+    return wait(DecisionReason.WAITING_FOR_SOURCE)

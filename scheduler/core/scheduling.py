@@ -1,0 +1,97 @@
+"""One scheduling decision: sample, filter, score, pick the best few, else the quota rules.
+
+Candidates are the child's current parents, a sample of the task's holders (nearest
+first) and, when fewer than K of those pass the filters, a few complete peers.
+
+This module only reads the state; ``SchedulerState.schedule`` applies the decision (parent
+edges, quota counters), so the same decision logic can be called without side effects.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from scheduler.core import quota
+from scheduler.core.decisions import Decision, ParentChoice, Parents, Rejection
+from scheduler.core.errors import SchedulerError
+from scheduler.core.evaluator import Evaluator
+from scheduler.core.filters import Descendants, rejection_reason
+from scheduler.core.model import Peer
+from scheduler.core.sampling import sample_candidates, sample_complete
+from scheduler.core.settings import SchedulerSettings
+
+
+def decide(
+    child: Peer,
+    settings: SchedulerSettings,
+    evaluator: Evaluator,
+    seed_hosts_alive: bool,
+    now: float,
+    rng: random.Random,
+) -> Decision:
+    first = quota.origin_first(child)
+    if first is not None:
+        return first
+    best, rejected = best_parents(child, settings, evaluator, now, rng)
+    if best:
+        return Parents(tuple(_choice(parent, score) for parent, score in best), rejected)
+    return quota.without_parent(child, rejected, settings, seed_hosts_alive, now, rng)
+
+
+def best_parents(
+    child: Peer,
+    settings: SchedulerSettings,
+    evaluator: Evaluator,
+    now: float,
+    rng: random.Random,
+) -> tuple[list[tuple[Peer, float]], tuple[Rejection, ...]]:
+    """The best ``parents_per_decision`` candidates with their scores, and the rejections."""
+    descendants = Descendants(child)
+    survivors: list[Peer] = []
+    rejected: list[Rejection] = []
+
+    def screen(candidates: list[Peer]) -> None:
+        for candidate in candidates:
+            reason = rejection_reason(child, candidate, descendants, now, settings.bad_parent_ttl_s)
+            if reason is None:
+                survivors.append(candidate)
+            else:
+                rejected.append(Rejection(candidate.peer_id, reason))
+
+    # The child's current parents compete again with a fresh sample, so a child asking
+    # for more parents keeps the good ones it has instead of a random replacement.
+    current = list(child.parents.values())
+    seen = set(child.parents)
+    fresh = [
+        peer
+        for peer in sample_candidates(child, settings.candidate_sample_size, rng)
+        if peer.peer_id not in seen
+    ]
+    screen(current)
+    screen(fresh)
+    missing = settings.parents_per_decision - len(survivors)
+    if missing > 0:
+        seen.update(peer.peer_id for peer in fresh)
+        screen(sample_complete(child, missing, seen, rng))
+    if not survivors:
+        return [], tuple(rejected)
+    scores = [float(s) for s in evaluator.score(child, survivors, now)]
+    if len(scores) != len(survivors):
+        raise SchedulerError(
+            f"evaluator {evaluator.name!r} returned {len(scores)} scores "
+            f"for {len(survivors)} candidates"
+        )
+    # A score that is not a number ranks last instead of scrambling the sort. Ties keep
+    # the candidate order: current parents first (no churn for nothing), then the sample
+    # order, which the seeded rng made random, so no peer id is favoured.
+    ranked = sorted(
+        zip(survivors, scores, strict=True),
+        key=lambda pair: -pair[1] if not math.isnan(pair[1]) else math.inf,
+    )
+    return ranked[: settings.parents_per_decision], tuple(rejected)
+
+
+def _choice(parent: Peer, score: float) -> ParentChoice:
+    host = parent.host
+    return ParentChoice(parent.peer_id, host.host_id, host.address, host.piece_port, score)

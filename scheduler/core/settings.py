@@ -1,0 +1,57 @@
+"""Tunable numbers of the scheduler core; defaults from issue 3 and Dragonfly's scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """Settings of one scheduler; validated on construction so a bad config fails at start."""
+
+    # Candidates looked at per decision. Sampling instead of scanning every peer keeps a
+    # decision O(sample) for tasks with thousands of peers (Dragonfly's filterParentLimit).
+    candidate_sample_size: int = 15
+    # Parents handed out per decision (Dragonfly's candidateParentLimit).
+    parents_per_decision: int = 4
+    # Normal (non-seed) peers per task that may fetch from the origin while the task has
+    # no seed peer and no peer with pieces. Seed peers always go to the origin first.
+    back_to_source_quota: int = 1
+    # While a seed host is alive, a new task's first peers wait this long for a seed peer
+    # to register before normal peers may take the quota, so a normal peer arriving a few
+    # milliseconds before the seed does not cost the origin a second copy.
+    seed_wait_s: float = 2.0
+    # After this many consecutive "retry later" answers a peer is sent to the origin even
+    # past the quota, so a swarm that cannot serve it does not stall it forever. None: never.
+    back_to_source_after_retries: int | None = 30
+    # Piece costs kept per parent. Below a full window the costs are too few to treat as
+    # normally distributed, so a cost is an outlier only past ``slow_cost_factor`` x mean.
+    piece_cost_window: int = 30
+    slow_cost_factor: float = 20.0
+    # With a full window a cost is an outlier past mean + ``slow_cost_sigmas`` x stdev...
+    slow_cost_sigmas: float = 3.0
+    # ...and past ``slow_cost_min_ratio`` x mean, so a parent with near-constant costs is
+    # not flagged for a cost a few percent above its mean (stdev close to zero).
+    slow_cost_min_ratio: float = 1.5
+    # A parent flagged bad is skipped for this long; without an expiry a parent nobody is
+    # allowed to use would never report a good cost again and stay excluded forever.
+    bad_parent_ttl_s: float = 30.0
+    # "Retry later" delay: base plus up to ``retry_jitter`` x base of random spread, so
+    # a crowd that was told to wait does not come back in one burst.
+    retry_delay_s: float = 0.5
+    retry_jitter: float = 0.2
+    # Hosts that have not announced for this long are expired with their peers.
+    host_ttl_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not value >= 0:  # also catches NaN
+                raise ValueError(f"{f.name} must be >= 0, got {value!r}")
+        for name in ("candidate_sample_size", "parents_per_decision"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.piece_cost_window < 2:
+            raise ValueError("piece_cost_window must be >= 2 (a cost needs earlier costs)")
+        if self.back_to_source_after_retries is not None and self.back_to_source_after_retries < 1:
+            raise ValueError("back_to_source_after_retries must be >= 1 or None")

@@ -1,0 +1,379 @@
+"""The scheduler's whole state and the only code that changes it.
+
+Call it from one writer (one asyncio task in the service, the event loop in the
+simulator). Every method is synchronous and does work proportional to the event: O(1) per
+piece, O(K) per decision plus a sample of candidates, O(pieces held) per peer removal.
+"""
+
+from __future__ import annotations
+
+import random
+
+from scheduler.core.decisions import BackToSource, Decision, Parents, Removal, RetryLater
+from scheduler.core.errors import (
+    ConflictError,
+    InvalidEventError,
+    PeerStateError,
+    UnknownHostError,
+    UnknownPeerError,
+)
+from scheduler.core.evaluator import Evaluator, RuleEvaluator
+from scheduler.core.events import (
+    Event,
+    HostAnnounced,
+    HostExpired,
+    ParentReported,
+    PeerFailed,
+    PeerFinished,
+    PeerLeft,
+    PeerRegistered,
+    PiecesReported,
+)
+from scheduler.core.model import Host, Peer, PeerState, Task
+from scheduler.core.piece_costs import PieceCostWindow
+from scheduler.core.scheduling import decide
+from scheduler.core.settings import SchedulerSettings
+
+
+class SchedulerState:
+    """Hosts, tasks, peers and the parent graph; events in, decisions out."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings | None = None,
+        evaluator: Evaluator | None = None,
+    ) -> None:
+        self.settings = settings or SchedulerSettings()
+        self.evaluator: Evaluator = evaluator or RuleEvaluator()
+        # Ordered by last announcement, oldest first, so expiry stops at the first fresh one.
+        self.hosts: dict[str, Host] = {}
+        self.tasks: dict[str, Task] = {}
+        self.peers: dict[str, Peer] = {}
+        self._seed_host_count = 0
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def host(self, host_id: str) -> Host:
+        try:
+            return self.hosts[host_id]
+        except KeyError:
+            raise UnknownHostError(host_id) from None
+
+    def peer(self, peer_id: str) -> Peer:
+        try:
+            return self.peers[peer_id]
+        except KeyError:
+            raise UnknownPeerError(peer_id) from None
+
+    # -- events ----------------------------------------------------------------------
+
+    def apply(self, event: Event, now: float) -> Removal | None:
+        """Apply any event; the service's writer task can feed its queue through this."""
+        match event:
+            case HostAnnounced():
+                self.announce_host(event, now)
+            case HostExpired(host_id=host_id):
+                return self.expire_host(host_id)
+            case PeerRegistered():
+                self.register_peer(event, now)
+            case PiecesReported():
+                self.report_pieces(event, now)
+            case ParentReported(peer_id=peer_id, parent_id=parent_id):
+                self.block_parent(peer_id, parent_id)
+            case PeerFinished(peer_id=peer_id):
+                self.finish_peer(peer_id)
+            case PeerFailed(peer_id=peer_id) | PeerLeft(peer_id=peer_id):
+                return self.remove_peer(peer_id)
+        return None
+
+    def announce_host(self, event: HostAnnounced, now: float) -> None:
+        host = self.hosts.pop(event.host_id, None)
+        if host is None:
+            host = Host(
+                host_id=event.host_id,
+                address=event.address,
+                piece_port=event.piece_port,
+                upload_capacity_bps=event.upload_capacity_bps,
+                download_capacity_bps=event.download_capacity_bps,
+                upload_slots=event.upload_slots,
+                is_seed=event.is_seed,
+                idc=event.idc,
+                rack=event.rack,
+                location=event.location,
+                announced_upload_count=event.upload_count,
+                announced_upload_bps=event.upload_bps,
+                last_announce_s=now,
+            )
+            self._seed_host_count += int(host.is_seed)
+        else:
+            self._relabel(host, event)
+            host.address = event.address
+            host.piece_port = event.piece_port
+            host.upload_capacity_bps = event.upload_capacity_bps
+            host.download_capacity_bps = event.download_capacity_bps
+            host.upload_slots = event.upload_slots
+            host.location = event.location
+            host.announced_upload_count = event.upload_count
+            host.announced_upload_bps = event.upload_bps
+            host.last_announce_s = now
+        # Re-inserting moves the host to the end: the dict stays ordered by announcement.
+        self.hosts[event.host_id] = host
+
+    def expire_host(self, host_id: str) -> Removal:
+        """Remove the host and all its peers."""
+        host = self.host(host_id)
+        removed: list[str] = []
+        orphans: dict[str, None] = {}
+        for peer in list(host.peers.values()):
+            removed.append(peer.peer_id)
+            orphans.update(dict.fromkeys(self._remove(peer)))
+        del self.hosts[host_id]
+        self._seed_host_count -= int(host.is_seed)
+        live_orphans = tuple(p for p in orphans if p in self.peers)
+        return Removal(tuple(removed), live_orphans, (host_id,))
+
+    def expire_stale_hosts(self, now: float) -> Removal:
+        """Expire every host silent for ``host_ttl_s``; O(expired hosts)."""
+        stale: list[str] = []
+        for host in self.hosts.values():
+            if now - host.last_announce_s < self.settings.host_ttl_s:
+                break
+            stale.append(host.host_id)
+        removals = [self.expire_host(host_id) for host_id in stale]
+        orphans = dict.fromkeys(p for r in removals for p in r.orphaned_peer_ids)
+        return Removal(
+            tuple(p for r in removals for p in r.removed_peer_ids),
+            tuple(p for p in orphans if p in self.peers),
+            tuple(stale),
+        )
+
+    def register_peer(self, event: PeerRegistered, now: float) -> None:
+        """Add a peer (idempotent for the same peer, host and task); adds pieces it holds."""
+        host = self.host(event.host_id)
+        existing = self.peers.get(event.peer_id)
+        if existing is not None:
+            if existing.host is not host or existing.task.task_id != event.task_id:
+                raise ConflictError(
+                    f"peer {event.peer_id!r} is already registered on host "
+                    f"{existing.host.host_id!r} for task {existing.task.task_id!r}"
+                )
+            self._check_task_shape(existing.task, event)
+            self._add_pieces(existing, event.pieces)
+            return
+        task = self.tasks.get(event.task_id)
+        if task is None:
+            task = Task(event.task_id, event.size_bytes, event.piece_bytes, now)
+            self.tasks[task.task_id] = task
+        else:
+            self._check_task_shape(task, event)
+        settings = self.settings
+        costs = PieceCostWindow(
+            settings.piece_cost_window,
+            settings.slow_cost_factor,
+            settings.slow_cost_sigmas,
+            settings.slow_cost_min_ratio,
+        )
+        peer = Peer(event.peer_id, host, task, costs, registered_at_s=now)
+        self.peers[peer.peer_id] = peer
+        host.peers[peer.peer_id] = peer
+        task.peers[peer.peer_id] = peer
+        task.seed_peer_count += int(host.is_seed)
+        self._add_pieces(peer, event.pieces)
+
+    def report_pieces(self, event: PiecesReported, now: float) -> None:
+        """Record a batch of transfers; checked whole first, so a bad batch changes nothing.
+
+        An ok piece is added to the child and its cost to the parent's statistics; a cost
+        that marks the parent as bad also blocks it for this child. A failed piece blocks
+        the parent for this child. A parent that has already left is skipped silently:
+        reports race with departures.
+        """
+        child = self.peer(event.peer_id)
+        task = child.task
+        for number, report in enumerate(event.reports):
+            if report.piece_index >= task.piece_count:
+                raise InvalidEventError(
+                    f"reports[{number}].piece_index",
+                    f"piece {report.piece_index} outside 0..{task.piece_count - 1}",
+                )
+            if report.parent_id is None:
+                continue
+            if report.parent_id == child.peer_id:
+                raise InvalidEventError(
+                    f"reports[{number}].parent_id", "a peer is not its own parent"
+                )
+            parent = self.peers.get(report.parent_id)
+            if parent is not None and parent.task is not task:
+                raise InvalidEventError(
+                    f"reports[{number}].parent_id",
+                    f"peer {report.parent_id!r} works on another task",
+                )
+        for report in event.reports:
+            parent = self.peers.get(report.parent_id) if report.parent_id else None
+            if report.ok:
+                self._add_piece(child, report.piece_index)
+                if parent is not None:
+                    parent.host.record_upload(report.size_bytes, now)
+                    parent.host.upload_ok_count += 1
+                    if parent.costs.add(report.cost_s, now):
+                        self._block(child, parent)
+            elif parent is not None:
+                parent.host.upload_failed_count += 1
+                self._block(child, parent)
+        if child.is_complete:
+            # Only the digest check is left; the parents' slots can serve others now.
+            self._drop_parents(child)
+
+    def block_parent(self, peer_id: str, parent_id: str) -> None:
+        """The child gave up on this parent (slow, unreachable): never offer it again."""
+        child = self.peer(peer_id)
+        parent = self.peers.get(parent_id)
+        if parent is None:
+            child.blocked_parent_ids.add(parent_id)
+        else:
+            self._block(child, parent)
+
+    def finish_peer(self, peer_id: str) -> None:
+        """The peer holds the whole verified blob; it drops its parents and only serves."""
+        peer = self.peer(peer_id)
+        task = peer.task
+        missing = task.all_pieces_mask & ~peer.pieces_mask
+        while missing:
+            lowest = missing & -missing
+            self._add_piece(peer, lowest.bit_length() - 1)
+            missing ^= lowest
+        self._drop_parents(peer)
+        peer.state = PeerState.SUCCEEDED
+        peer.retry_count = 0
+
+    def remove_peer(self, peer_id: str) -> Removal:
+        """The peer failed or left: its pieces, edges and quota use go with it."""
+        peer = self.peer(peer_id)
+        orphans = self._remove(peer)
+        return Removal((peer_id,), tuple(orphans))
+
+    # -- decisions -------------------------------------------------------------------
+
+    def schedule(self, peer_id: str, now: float, rng: random.Random) -> Decision:
+        """Parents for the peer, or back to source, or retry later; applies the outcome.
+
+        After any decision the peer's parents are exactly the ones in it: ``Parents``
+        replaces the previous set, ``BackToSource`` and ``RetryLater`` leave it empty.
+        """
+        child = self.peer(peer_id)
+        if child.state is PeerState.SUCCEEDED:
+            raise PeerStateError(f"peer {peer_id!r} already holds every piece")
+        decision = decide(child, self.settings, self.evaluator, self._seed_host_count > 0, now, rng)
+        if isinstance(decision, Parents):
+            self._drop_parents(child)
+            for choice in decision.parents:
+                self._link(child, self.peers[choice.peer_id])
+            child.state = PeerState.RUNNING
+            child.retry_count = 0
+        elif isinstance(decision, BackToSource):
+            if not child.back_to_source:
+                child.back_to_source = True
+                if not child.host.is_seed:
+                    child.holds_quota = True
+                    child.task.normal_back_to_source_count += 1
+            # Parents would only compete with the origin for the child's download link.
+            self._drop_parents(child)
+            child.state = PeerState.RUNNING
+            child.retry_count = 0
+        else:
+            assert isinstance(decision, RetryLater)
+            # The current parents were candidates too and none passed the filters, so
+            # their upload slots go back to children they can serve.
+            self._drop_parents(child)
+            child.retry_count += 1
+        return decision
+
+    # -- internals -------------------------------------------------------------------
+
+    @staticmethod
+    def _check_task_shape(task: Task, event: PeerRegistered) -> None:
+        if (task.size_bytes, task.piece_bytes) != (event.size_bytes, event.piece_bytes):
+            raise ConflictError(
+                f"task {task.task_id!r} is {task.size_bytes} bytes in pieces of "
+                f"{task.piece_bytes}, not {event.size_bytes} in pieces of {event.piece_bytes}"
+            )
+
+    def _relabel(self, host: Host, event: HostAnnounced) -> None:
+        """Apply topology and seed changes, re-indexing the host's peers under new labels."""
+        labels_change = (host.idc, host.rack) != (event.idc, event.rack)
+        seed_changes = host.is_seed != event.is_seed
+        if not labels_change and not seed_changes:
+            return
+        holders = [peer for peer in host.peers.values() if peer.pieces_mask]
+        for peer in holders:
+            peer.task.unindex_holder(peer)
+        if seed_changes:
+            change = 1 if event.is_seed else -1
+            self._seed_host_count += change
+            for peer in host.peers.values():
+                peer.task.seed_peer_count += change
+        host.idc, host.rack, host.is_seed = event.idc, event.rack, event.is_seed
+        for peer in holders:
+            peer.task.index_holder(peer)
+
+    def _add_pieces(self, peer: Peer, pieces: frozenset[int]) -> None:
+        for index in sorted(pieces):
+            self._add_piece(peer, index)
+        if peer.is_complete and peer.state is not PeerState.SUCCEEDED:
+            self._drop_parents(peer)
+            peer.state = PeerState.SUCCEEDED
+
+    def _add_piece(self, peer: Peer, index: int) -> None:
+        bit = 1 << index
+        if peer.pieces_mask & bit:
+            return
+        if not peer.pieces_mask:
+            peer.task.index_holder(peer)
+        peer.pieces_mask |= bit
+        peer.task.availability[index] += 1
+        if peer.pieces_mask == peer.task.all_pieces_mask:
+            peer.task.complete_peers.add(peer.peer_id, peer)
+
+    def _remove(self, peer: Peer) -> list[str]:
+        """Remove a peer everywhere; returns the ids of the children it was serving."""
+        task, host = peer.task, peer.host
+        self._drop_parents(peer)
+        orphans = list(peer.children)
+        for child in list(peer.children.values()):
+            self._unlink(child, peer)
+        if peer.pieces_mask:
+            task.unindex_holder(peer)
+            held = peer.pieces_mask
+            while held:
+                lowest = held & -held
+                task.availability[lowest.bit_length() - 1] -= 1
+                held ^= lowest
+        if peer.holds_quota:
+            task.normal_back_to_source_count -= 1
+        task.seed_peer_count -= int(host.is_seed)
+        del self.peers[peer.peer_id]
+        del host.peers[peer.peer_id]
+        del task.peers[peer.peer_id]
+        if not task.peers:
+            del self.tasks[task.task_id]
+        return orphans
+
+    def _block(self, child: Peer, parent: Peer) -> None:
+        child.blocked_parent_ids.add(parent.peer_id)
+        self._unlink(child, parent)
+
+    def _drop_parents(self, child: Peer) -> None:
+        for parent in list(child.parents.values()):
+            self._unlink(child, parent)
+
+    @staticmethod
+    def _link(child: Peer, parent: Peer) -> None:
+        child.parents[parent.peer_id] = parent
+        parent.children[child.peer_id] = child
+        parent.host.children_count += 1
+
+    @staticmethod
+    def _unlink(child: Peer, parent: Peer) -> None:
+        if child.parents.pop(parent.peer_id, None) is not None:
+            del parent.children[child.peer_id]
+            parent.host.children_count -= 1

@@ -1,0 +1,87 @@
+"""The parent graph never gets a cycle: a child's descendant is never offered as its parent."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from scheduler.core import FilterReason, Parents, RetryLater
+from tests.unit.scheduler.swarm import PIECES, Swarm, check_invariants
+
+
+def _chain(swarm: Swarm, names: list[str]) -> None:
+    """names[0] holds piece 0 and names[i] holds piece i; each is the parent of the next.
+
+    Blocking everything but the previous link forces the chain shape.
+    """
+    for i, name in enumerate(names):
+        swarm.peer(name, pieces=[i])
+    for i, name in enumerate(names[1:], start=1):
+        for other in names:
+            if other not in (name, names[i - 1]):
+                swarm.state.block_parent(name, other)
+        decision = swarm.schedule(name)
+        assert isinstance(decision, Parents)
+        assert [p.peer_id for p in decision.parents] == [names[i - 1]]
+
+
+def test_a_grandchild_is_not_offered_to_its_grandparent() -> None:
+    swarm = Swarm()
+    _chain(swarm, ["a", "b", "c"])
+    # a lacks pieces 1 and 2, which only its descendants b and c hold.
+    decision = swarm.schedule("a")
+    assert isinstance(decision, RetryLater)
+    reasons = {r.peer_id: r.reason for r in decision.rejected}
+    assert reasons == {"a": FilterReason.SELF, "b": FilterReason.CYCLE, "c": FilterReason.CYCLE}
+    check_invariants(swarm.state)
+
+
+def test_a_peer_in_another_branch_is_not_a_cycle() -> None:
+    swarm = Swarm()
+    _chain(swarm, ["a", "b"])
+    swarm.peer("side", pieces=[PIECES - 1])  # not downloading from a
+    decision = swarm.schedule("a")
+    assert isinstance(decision, Parents)
+    assert [p.peer_id for p in decision.parents] == ["side"]
+
+
+def test_a_finished_descendant_is_a_fine_parent() -> None:
+    # A finished peer drops its parents, so it no longer descends from anybody.
+    swarm = Swarm()
+    _chain(swarm, ["a", "b"])
+    swarm.state.finish_peer("b")
+    decision = swarm.schedule("a")
+    assert isinstance(decision, Parents)
+    assert [p.peer_id for p in decision.parents] == ["b"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_swarms_stay_acyclic(seed: int) -> None:
+    """Random registrations, transfers, failures and decisions keep every invariant."""
+    rng = random.Random(seed)
+    swarm = Swarm(seed=seed)
+    names = [f"p{i}" for i in range(25)]
+    for name in names:
+        held = rng.sample(range(PIECES), rng.randrange(0, 3))
+        swarm.peer(name, pieces=held, upload_slots=rng.randrange(0, 6))
+    for _ in range(400):
+        name = rng.choice(names)
+        peer = swarm.state.peers.get(name)
+        action = rng.random()
+        if peer is None:
+            swarm.peer(name, "h-" + name)
+        elif peer.is_complete:
+            swarm.state.finish_peer(name)
+        elif action < 0.7:
+            decision = swarm.schedule(name)
+            for choice in decision.parents if isinstance(decision, Parents) else ():
+                wanted = swarm.state.peers[choice.peer_id].pieces_mask & ~peer.pieces_mask
+                if wanted:
+                    index = (wanted & -wanted).bit_length() - 1
+                    swarm.report(name, choice.peer_id, [index], ok=rng.random() < 0.9)
+        elif action < 0.85:
+            swarm.state.remove_peer(name)
+        else:
+            swarm.state.finish_peer(name)
+        check_invariants(swarm.state)

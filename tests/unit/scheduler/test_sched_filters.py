@@ -1,0 +1,145 @@
+"""Every filter reason, one table row each, through the public ``schedule`` call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from scheduler.core import FilterReason, Parents, RetryLater, SchedulerSettings
+from scheduler.core.filters import Descendants, rejection_reason
+from tests.unit.scheduler.swarm import PIECES, Swarm
+
+# Each setup builds a swarm where child "c" has exactly one candidate, "x", and returns
+# nothing; the row says which reason "x" must be rejected for.
+
+
+def _self(swarm: Swarm) -> None:
+    # The child holds a piece, so it is in its own candidate sample.
+    swarm.peer("c", pieces=[0])
+
+
+def _same_host(swarm: Swarm) -> None:
+    swarm.peer("c")
+    swarm.peer("x", "h-c", pieces=[0, 1])
+
+
+def _blocked(swarm: Swarm) -> None:
+    swarm.peer("c")
+    swarm.full("x")
+    swarm.state.block_parent("c", "x")
+
+
+def _bad_parent(swarm: Swarm) -> None:
+    swarm.peer("c")
+    swarm.full("x")
+    swarm.peer("other", "h-c")  # reports the costs; same host as c, so never c's parent
+    swarm.report("other", "x", [0], cost_s=1.0)
+    swarm.report("other", "x", [1], cost_s=25.0)  # > 20x the mean of the one before
+
+
+def _nothing_needed(swarm: Swarm) -> None:
+    swarm.peer("c", pieces=[0, 1, 2])
+    swarm.peer("x", pieces=[1, 2])
+
+
+def _no_upload_slot(swarm: Swarm) -> None:
+    swarm.peer("c")
+    swarm.full("x", upload_slots=0)
+
+
+def _cycle(swarm: Swarm) -> None:
+    # x downloads from c (c holds piece 0); c asks for parents and x is the only other
+    # holder: taking x would close the loop c -> x -> c.
+    swarm.peer("c", pieces=[0])
+    swarm.peer("x", pieces=[1])
+    swarm.state.block_parent("x", "ignored")
+    decision = swarm.schedule("x")
+    assert isinstance(decision, Parents)
+    assert [p.peer_id for p in decision.parents] == ["c"]
+
+
+CASES: list[tuple[FilterReason, Callable[[Swarm], None]]] = [
+    (FilterReason.SELF, _self),
+    (FilterReason.SAME_HOST, _same_host),
+    (FilterReason.BLOCKED, _blocked),
+    (FilterReason.BAD_PARENT, _bad_parent),
+    (FilterReason.NOTHING_NEEDED, _nothing_needed),
+    (FilterReason.NO_UPLOAD_SLOT, _no_upload_slot),
+    (FilterReason.CYCLE, _cycle),
+]
+
+
+@pytest.mark.parametrize(("reason", "setup"), CASES, ids=[str(r) for r, _ in CASES])
+def test_each_reason_is_named_in_the_decision(
+    reason: FilterReason, setup: Callable[[Swarm], None]
+) -> None:
+    swarm = Swarm()
+    setup(swarm)
+    decision = swarm.schedule("c")
+    assert not isinstance(decision, Parents)
+    rejected = {r.peer_id: r.reason for r in decision.rejected}
+    candidate = "c" if reason is FilterReason.SELF else "x"
+    assert rejected[candidate] is reason
+
+
+def test_every_reason_has_a_row() -> None:
+    assert {reason for reason, _ in CASES} == set(FilterReason)
+
+
+def test_a_candidate_passing_every_filter_becomes_a_parent() -> None:
+    swarm = Swarm()
+    swarm.peer("c", pieces=[0])
+    swarm.peer("x", pieces=[0, 1])
+    decision = swarm.schedule("c")
+    assert isinstance(decision, Parents)
+    assert [p.peer_id for p in decision.parents] == ["x"]
+    assert [r.peer_id for r in decision.rejected] == ["c"]
+
+
+def test_reasons_are_checked_in_order_and_the_first_one_wins() -> None:
+    swarm = Swarm()
+    child = swarm.peer("c", pieces=range(PIECES))
+    # Same host, blocked, with nothing the child needs and no slot: "same_host" is named.
+    candidate = swarm.peer("x", "h-c", pieces=[0])
+    child.blocked_parent_ids.add("x")
+    child.host.upload_slots = 0
+    reason = rejection_reason(child, candidate, Descendants(child), 0.0, 30.0)
+    assert reason is FilterReason.SAME_HOST
+
+
+def test_a_current_parent_keeps_its_slot_for_its_child() -> None:
+    swarm = Swarm()
+    swarm.peer("c")
+    swarm.full("x", upload_slots=1)
+    first = swarm.schedule("c")
+    assert isinstance(first, Parents)
+    assert swarm.state.hosts["h-x"].free_upload_slots == 0
+    # Asking again: x's only slot is c's own, so x is offered again.
+    again = swarm.schedule("c")
+    assert isinstance(again, Parents)
+    assert [p.peer_id for p in again.parents] == ["x"]
+    assert swarm.state.hosts["h-x"].children_count == 1
+
+
+def test_a_full_parent_is_skipped_for_other_children() -> None:
+    swarm = Swarm()
+    swarm.full("x", upload_slots=1)
+    swarm.peer("c1")
+    swarm.peer("c2")
+    assert isinstance(swarm.schedule("c1"), Parents)
+    decision = swarm.schedule("c2")
+    assert isinstance(decision, RetryLater)
+    assert [(r.peer_id, r.reason) for r in decision.rejected] == [
+        ("x", FilterReason.NO_UPLOAD_SLOT)
+    ]
+
+
+def test_bad_parent_filter_uses_the_settings_ttl() -> None:
+    swarm = Swarm(SchedulerSettings(bad_parent_ttl_s=10.0))
+    _bad_parent(swarm)
+    assert not isinstance(swarm.schedule("c"), Parents)
+    swarm.now = 10.0  # the verdict expired: x may be tried again
+    decision = swarm.schedule("c")
+    assert isinstance(decision, Parents)
+    assert [p.peer_id for p in decision.parents] == ["x"]
