@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from peer.backsource import OriginSupplier
 from peer.cache import CacheIndex
 from peer.config import PeerConfig
 from peer.metrics import PeerMetrics
@@ -121,15 +122,13 @@ class Engine:
                 self.config.target_pieces,
             ),
         )
-        task = BlobTask(
-            origin.digest,
-            layout,
-            self.store,
+        supplier = OriginSupplier(
             OriginFetcher(self._client, origin),
             self.config.origin_concurrency,
             self.config.piece_attempts,
             on_bytes=self.metrics.download_bytes.labels("origin").inc,
         )
+        task = BlobTask(origin.digest, layout, self.store, supplier)
         self.index.reserve(origin.digest, size_bytes)
         try:
             task.start(self._task_done)

@@ -1,19 +1,19 @@
-"""One blob download: pieces fetched concurrently into the task file, verified in order.
+"""One blob download: pieces brought into the task file by a supplier, verified in order.
 
-A task owns its file descriptor and two kinds of background job. The *fetchers* pull
-missing pieces (lowest index first, so a streaming client gets what it needs next)
-with bounded retries, and record each piece's sha256 as it lands; several pieces are
-hashed at once, on worker threads. The *verifier* feeds pieces in index order into the
-blob's running sha256. Clients are sent the contiguous prefix of recorded pieces, and
-the last byte only once the blob digest matched, so no client ever receives a complete
-body with wrong content. Hashing is the CPU cost that bounds a cold download (two
-sha256 passes over every byte), which is why the two passes run in parallel.
+A task owns its file descriptor, its piece records and the *verifier*; a
+:class:`PieceSupplier` (the registry, or the swarm of other peers) brings the missing
+pieces and records each one with :meth:`BlobTask.record_piece`, which hashes it on a
+worker thread and, when a trusted digest is known, checks it. The verifier feeds
+recorded pieces in index order into the blob's running sha256. Clients are sent the
+contiguous prefix of recorded pieces, and the last byte only once the blob digest
+matched, so no client ever receives a complete body with wrong content. Hashing is the
+CPU cost that bounds a cold download (two sha256 passes over every byte), which is why
+piece hashing and the in-order pass run in parallel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import enum
 import hashlib
@@ -21,19 +21,15 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Protocol
 
-from peer.origin import OriginFetcher, PieceFetchError
 from peer.pieces import PieceLayout, PieceSet
 from peer.storage import BlobMeta, BlobStore, TaskProgress
-from registry_proxy.ranges import ByteRange
 
 log = logging.getLogger(__name__)
 
 HASH_READ_BYTES = 4 * 1024 * 1024
 PROGRESS_SAVE_INTERVAL_S = 0.5
-RETRY_BACKOFF_S = (0.2, 1.0, 3.0)
-# The longest byte range one request to the registry asks for.
-SPAN_MAX_BYTES = 64 * 1024 * 1024
 
 
 class TaskState(enum.Enum):
@@ -50,16 +46,26 @@ class DigestMismatch(TaskFailed):
     pass
 
 
+class PieceCorrupt(Exception):
+    """A piece's bytes do not match the digest they were promised to have."""
+
+
+class PieceSupplier(Protocol):
+    """Brings missing pieces into a task: the registry, or other peers."""
+
+    name: str
+
+    async def supply(self, task: BlobTask) -> None:
+        """Record every missing piece, or raise :class:`TaskFailed`."""
+
+
 class BlobTask:
     def __init__(
         self,
         digest: str,
         layout: PieceLayout,
         store: BlobStore,
-        fetcher: OriginFetcher,
-        concurrency: int,
-        attempts: int,
-        on_bytes: Callable[[int], None] = lambda n: None,
+        supplier: PieceSupplier,
     ) -> None:
         self.digest = digest
         self.layout = layout
@@ -67,16 +73,12 @@ class BlobTask:
         self.state = TaskState.RUNNING
         self.error: TaskFailed | None = None
         self.started_at = time.monotonic()
-        self._fetcher = fetcher
-        self._concurrency = concurrency
-        self._attempts = attempts
-        self._on_bytes = on_bytes
+        self._supplier = supplier
         self._progress = asyncio.Condition()
         self._fd = -1
         self._pieces = PieceSet(layout.count)  # written and their digest recorded
         self._digests: list[str | None] = [None] * layout.count
         self._hashed_pieces = 0  # fed into the blob's sha256, in order
-        self._failures: collections.Counter[int] = collections.Counter()
         self._runner: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[None] | None = None
         self._last_save = 0.0
@@ -169,80 +171,42 @@ class BlobTask:
             await on_done(self)
 
     async def _fetch_all(self) -> None:
-        queue = list(reversed(self._pieces.missing()))  # pop() yields lowest index first
-        whole = self.layout.count == 1
-        workers = [
-            asyncio.create_task(self._fetch_worker(queue, whole))
-            for _ in range(min(self._concurrency, max(1, len(queue))))
-        ]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+        await self._supplier.supply(self)
+        if not self._pieces.complete:
+            raise TaskFailed(f"{self._supplier.name} stopped with pieces missing")
 
-    def _take_span(self, queue: list[int]) -> list[int]:
-        """The lowest missing pieces, contiguous, as one Range request's worth.
+    # For suppliers -----------------------------------------------------------------
 
-        Fewer, longer requests cost the registry and us far less than one request per
-        piece; the span is still cut so every worker gets a share of what is left.
+    @property
+    def running(self) -> bool:
+        return self.state is TaskState.RUNNING
+
+    def missing_pieces(self) -> list[int]:
+        return self._pieces.missing()
+
+    def has_piece(self, index: int) -> bool:
+        return index in self._pieces
+
+    def piece_digest(self, index: int) -> str | None:
+        return self._digests[index] if index in self._pieces else None
+
+    def present_pieces(self) -> list[int]:
+        return self._pieces.present()
+
+    async def record_piece(self, index: int, expected: str | None = None) -> str:
+        """Hash a piece now in the file and mark it present; returns its digest.
+
+        With ``expected`` (a trusted digest), a mismatch raises :class:`PieceCorrupt`
+        and the piece stays missing: its bytes never reach a client.
         """
-        limit = max(
-            1, min(SPAN_MAX_BYTES // self.layout.piece_bytes, -(-len(queue) // self._concurrency))
-        )
-        span = [queue.pop()]
-        while queue and len(span) < limit and queue[-1] == span[-1] + 1:
-            span.append(queue.pop())
-        return span
-
-    async def _fetch_worker(self, queue: list[int], whole: bool) -> None:
-        while queue and self.state is TaskState.RUNNING:
-            span = self._take_span(queue)
-            await self._fetch_span(span, queue, whole)
-
-    async def _fetch_span(self, span: list[int], queue: list[int], whole: bool) -> None:
-        """Fetch pieces ``span`` with one Range request; what fails goes back in ``queue``."""
-        pending = collections.deque(span)
-        recording: list[asyncio.Task[None]] = []
-        written_until = self.layout.start(span[0])
-
-        async def on_written(end: int) -> None:
-            nonlocal written_until
-            self._on_bytes(end - written_until)
-            written_until = end
-            while pending and self.layout.stop(pending[0]) <= end:
-                # Hash the piece on a thread while this request keeps receiving.
-                recording.append(asyncio.create_task(self._record(pending.popleft())))
-
-        byte_range = ByteRange(self.layout.start(span[0]), self.layout.stop(span[-1]))
-        try:
-            await self._fetcher.fetch_range(self._fd, byte_range, whole, on_written)
-        except PieceFetchError as exc:
-            failed = pending[0]
-            self._failures[failed] += 1
-            attempt = self._failures[failed]
-            log.warning(
-                "%s: piece %d attempt %d/%d failed: %s",
-                self.digest,
-                failed,
-                attempt,
-                self._attempts,
-                exc,
-            )
-            if attempt >= self._attempts:
-                raise TaskFailed(f"piece {failed} failed {attempt} times: {exc}") from exc
-            queue.extend(reversed(pending))  # retried first, lowest index first
-            pending.clear()
-            await asyncio.sleep(RETRY_BACKOFF_S[min(attempt - 1, len(RETRY_BACKOFF_S) - 1)])
-        finally:
-            await asyncio.gather(*recording)
-
-    async def _record(self, index: int) -> None:
-        self._digests[index] = await asyncio.to_thread(self._piece_digest, index)
+        digest = await asyncio.to_thread(self._piece_digest, index)
+        if expected is not None and digest != expected:
+            raise PieceCorrupt(f"piece {index} has digest {digest}, expected {expected}")
+        self._digests[index] = digest
         self._pieces.add(index)
         await self._notify()
         self._save_progress(force=False)
+        return digest
 
     async def _verify_all(self) -> None:
         """Feed pieces into the blob's sha256 in order; compare the digest at the end."""
