@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from peer.sizes import parse_size
 from registry_proxy.upstream import UpstreamConfig
 
 GiB = 1024**3
+_HOST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 T = TypeVar("T")
 ENV_PREFIX = "STARLING_"
 
@@ -54,8 +57,34 @@ class PeerConfig:
     log_level: str = "info"
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
 
+    # Peer-to-peer. Without a scheduler the peer is a caching mirror on its own.
+    scheduler: str | None = None  # base URL of p2p-scheduler, e.g. http://127.0.0.1:8002
+    token: str | None = None  # cluster token: scheduler API and piece server
+    piece_listen: str = "127.0.0.1:65002"
+    # Address other peers use to reach the piece server (default: piece_listen's host).
+    advertise_address: str | None = None
+    host_id: str = field(default_factory=socket.gethostname)
+    seed: bool = False  # seed peers go to the registry first and keep what they fetch
+    idc: str = ""
+    rack: str = ""
+    location: str = ""  # "a|b|c", most general first
+    upload_capacity_bps: float = 1.25e9  # announced to the scheduler, bytes per second
+    download_capacity_bps: float = 1.25e9
+    upload_slots: int = 16  # concurrent piece uploads; more are refused with 503
+    upload_rate_bps: float = 0.0  # cap on piece upload bytes per second; 0: none
+    pieces_in_flight: int = 8  # piece requests to parents at once, per blob
+    announce_interval_s: float = 10.0
+
     def __post_init__(self) -> None:
         _host_port(self.listen, "listen")
+        _host_port(self.piece_listen, "piece_listen")
+        if not _HOST_ID_RE.fullmatch(self.host_id):
+            raise ConfigError(
+                f"host_id {self.host_id!r}: use letters, digits, '.', '_' and '-' (at most 128)"
+            )
+        for name in ("upload_slots", "pieces_in_flight"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
         if not self.min_piece_bytes <= self.max_piece_bytes:
             raise ConfigError("min_piece_bytes must not exceed max_piece_bytes")
         for name in ("origin_concurrency", "piece_attempts", "target_pieces", "min_piece_bytes"):
@@ -71,6 +100,14 @@ class PeerConfig:
     @property
     def listen_port(self) -> int:
         return _host_port(self.listen, "listen")[1]
+
+    @property
+    def piece_host(self) -> str:
+        return _host_port(self.piece_listen, "piece_listen")[0]
+
+    @property
+    def piece_port(self) -> int:
+        return _host_port(self.piece_listen, "piece_listen")[1]
 
 
 def _host_port(text: str, what: str) -> tuple[str, int]:
@@ -91,7 +128,7 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         raw = loaded
-    for key in ("listen", "data_dir"):
+    for key in ("listen", "data_dir", "scheduler", "token"):
         env = os.environ.get(ENV_PREFIX + key.upper())
         if env:
             raw[key] = env
@@ -140,6 +177,12 @@ def _coerce(name: str, spec: dataclasses.Field[Any], value: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a mapping")
         return MappingProxyType({str(k): str(v) for k, v in value.items()})
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false")
+        return value
+    if annotation == "str | None":
+        return None if value is None else str(value)
     if annotation == "float":
         return float(value)
     if annotation == "int":

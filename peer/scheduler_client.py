@@ -1,0 +1,200 @@
+"""The peer's client of the p2p-scheduler JSON API (``/api/v1``).
+
+Any failure to reach the scheduler (refused, timed out, a 5xx) is
+:class:`SchedulerUnavailable`, which the peer answers by going to the registry itself:
+a scheduler outage must never fail a pull.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeAlias
+
+import aiohttp
+
+from peer.backsource import PieceTransfer
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 5.0
+
+
+class SchedulerUnavailable(Exception):
+    """The scheduler could not be reached or failed; fall back to the registry."""
+
+
+class SchedulerRejected(Exception):
+    """The scheduler refused a request as invalid (4xx)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"scheduler answered {status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ParentInfo:
+    peer_id: str
+    host_id: str
+    address: str
+    piece_port: int
+    score: float
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.piece_port}"
+
+
+@dataclass(frozen=True)
+class UseParents:
+    parents: tuple[ParentInfo, ...]
+    piece_digests: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GoToSource:
+    reason: str
+
+
+@dataclass(frozen=True)
+class WaitAndRetry:
+    after_s: float
+    reason: str
+
+
+Decision: TypeAlias = UseParents | GoToSource | WaitAndRetry
+
+
+@dataclass(frozen=True)
+class HostAnnouncement:
+    host_id: str
+    address: str
+    piece_port: int
+    upload_capacity_bps: float
+    download_capacity_bps: float
+    upload_slots: int
+    is_seed: bool
+    idc: str
+    rack: str
+    location: str
+    upload_count: int
+    upload_bps: float
+
+
+def parse_decision(body: Any) -> Decision:
+    """A decision document, checked field by field (a bad one is SchedulerRejected)."""
+    try:
+        action = body["action"]
+        if action == "parents":
+            parents = tuple(
+                ParentInfo(
+                    str(p["peer_id"]),
+                    str(p["host_id"]),
+                    str(p["address"]),
+                    int(p["piece_port"]),
+                    float(p["score"]),
+                )
+                for p in body["parents"]
+            )
+            digests = {int(k): str(v) for k, v in (body.get("piece_digests") or {}).items()}
+            return UseParents(parents, digests)
+        if action == "back_to_source":
+            return GoToSource(str(body.get("reason", "")))
+        if action == "retry_later":
+            return WaitAndRetry(float(body["after_s"]), str(body.get("reason", "")))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SchedulerRejected(200, f"malformed decision {body!r}: {exc!r}") from exc
+    raise SchedulerRejected(200, f"unknown decision action {action!r}")
+
+
+class SchedulerClient:
+    def __init__(self, base_url: str, token: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=2.0),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        url = f"{self.base_url}/api/v1{path}"
+        try:
+            async with self._session.request(method, url, json=body) as resp:
+                if resp.status >= 500:
+                    raise SchedulerUnavailable(f"{method} {path}: {resp.status}")
+                payload = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    message = payload.get("error") if isinstance(payload, dict) else payload
+                    raise SchedulerRejected(resp.status, f"{method} {path}: {message}")
+                return payload
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise SchedulerUnavailable(f"{method} {path}: {exc!r}") from exc
+
+    async def announce(self, host: HostAnnouncement) -> float:
+        reply = await self._call("POST", "/hosts", asdict(host))
+        return float(reply.get("host_ttl_s", 30.0))
+
+    async def leave_host(self, host_id: str) -> None:
+        await self._call("DELETE", f"/hosts/{host_id}")
+
+    async def register(
+        self,
+        peer_id: str,
+        task_id: str,
+        host_id: str,
+        size_bytes: int,
+        piece_bytes: int,
+        pieces: Iterable[int],
+    ) -> Decision | None:
+        """Register (or re-register) a peer; None when it already holds every piece."""
+        body = {
+            "peer_id": peer_id,
+            "task_id": task_id,
+            "host_id": host_id,
+            "size_bytes": size_bytes,
+            "piece_bytes": piece_bytes,
+            "pieces": sorted(pieces),
+        }
+        reply = await self._call("POST", "/peers", body)
+        if isinstance(reply, dict) and reply.get("action") in (None, "none", "finished"):
+            return None
+        return parse_decision(reply)
+
+    async def schedule(self, peer_id: str) -> Decision:
+        return parse_decision(await self._call("POST", f"/peers/{peer_id}/schedule", {}))
+
+    async def block(self, peer_id: str, parent_id: str) -> Decision:
+        reply = await self._call("POST", f"/peers/{peer_id}/block", {"parent_id": parent_id})
+        return parse_decision(reply)
+
+    async def report(self, peer_id: str, transfers: list[PieceTransfer]) -> None:
+        reports = [
+            {
+                "piece_index": t.index,
+                "parent_id": t.parent_id,
+                "size_bytes": t.size_bytes,
+                "cost_s": round(t.cost_s, 6),
+                "ok": t.ok,
+                **({"digest": t.digest} if t.digest else {}),
+            }
+            for t in transfers
+        ]
+        await self._call("POST", f"/peers/{peer_id}/pieces", {"reports": reports})
+
+    async def finished(self, peer_id: str) -> None:
+        await self._call("POST", f"/peers/{peer_id}/finished", {})
+
+    async def failed(self, peer_id: str, reason: str) -> None:
+        await self._call("POST", f"/peers/{peer_id}/failed", {"reason": reason})
+
+    async def leave(self, peer_id: str) -> None:
+        await self._call("DELETE", f"/peers/{peer_id}")
+
+    async def task_digests(self, task_id: str) -> dict[int, str]:
+        reply = await self._call("GET", f"/tasks/{task_id}/pieces")
+        return {int(k): str(v) for k, v in reply.get("piece_digests", {}).items()}

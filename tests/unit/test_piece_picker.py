@@ -1,0 +1,65 @@
+import random
+
+from peer.piece_picker import pick_pieces
+
+
+def test_takes_the_front_of_what_is_missing_in_order_when_all_is_equal() -> None:
+    picks = pick_pieces(
+        list(range(100)),
+        {"a": set(range(100))},
+        {},
+        slots=3,
+        max_per_parent=8,
+        window=16,
+        rng=random.Random(1),
+    )
+    assert [index for index, _ in picks] == [0, 1, 2]
+
+
+def test_rarest_first_inside_the_window_only() -> None:
+    availability = {"a": set(range(10)), "b": set(range(10)) - {3}, "c": {3, 50}}
+    # Piece 3 is held by two parents, the others in 0..9 by two as well except 3... make 5 rare:
+    availability["b"].discard(5)
+    availability["c"].discard(3)
+    picks = pick_pieces(
+        list(range(10)) + [50],
+        availability,
+        {},
+        slots=2,
+        max_per_parent=8,
+        window=8,
+        rng=random.Random(1),
+    )
+    # 3 and 5 have one holder each: rarest, so first; 50 is outside the window.
+    assert [index for index, _ in picks] == [3, 5]
+
+
+def test_busy_parents_are_skipped_and_load_is_spread() -> None:
+    availability = {"a": set(range(10)), "b": set(range(10))}
+    picks = pick_pieces(
+        list(range(10)),
+        availability,
+        {"a": 2},
+        slots=4,
+        max_per_parent=2,
+        window=10,
+        rng=random.Random(3),
+    )
+    assert [parent for _, parent in picks] == ["b", "b"]  # a is full, b takes two
+
+
+def test_nothing_to_pick() -> None:
+    rng = random.Random(0)
+    assert pick_pieces([], {"a": {1}}, {}, 4, 2, 8, rng) == []
+    assert pick_pieces([1, 2], {"a": {5}}, {}, 4, 2, 8, rng) == []
+    assert pick_pieces([1], {"a": {1}}, {}, 0, 2, 8, rng) == []
+
+
+def test_ties_between_parents_are_broken_at_random_but_deterministically() -> None:
+    availability = {p: {0} for p in "abcdef"}
+    first = pick_pieces([0], availability, {}, 1, 1, 4, random.Random(7))
+    assert first == pick_pieces([0], availability, {}, 1, 1, 4, random.Random(7))
+    chosen = {
+        pick_pieces([0], availability, {}, 1, 1, 4, random.Random(s))[0][1] for s in range(30)
+    }
+    assert len(chosen) > 1
