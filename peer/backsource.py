@@ -74,6 +74,9 @@ class OriginSupplier:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
+    async def finish(self, task: BlobTask) -> None:
+        """Nobody to tell: the registry does not care."""
+
     def _take_span(self, task: BlobTask, queue: list[int]) -> list[int]:
         limit = max(
             1,

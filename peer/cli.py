@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from peer.config import ConfigError, PeerConfig, load_config
 from peer.daemon import run
@@ -19,7 +20,8 @@ Point containerd at the mirror with a hosts.toml per registry, for example
   [host."http://127.0.0.1:65001"]
     capabilities = ["pull", "resolve"]
 
-Environment: STARLING_LISTEN and STARLING_DATA_DIR override the file; flags override both.
+Environment: STARLING_LISTEN, STARLING_DATA_DIR, STARLING_SCHEDULER and STARLING_TOKEN
+override the file; flags override both.
 """
 
 
@@ -60,6 +62,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="upstream for clients that do not name one with ?ns= (default docker.io)",
     )
+    p2p = parser.add_argument_group(
+        "peer-to-peer (all optional: without --scheduler the peer is a caching mirror on its own)"
+    )
+    p2p.add_argument(
+        "--scheduler", metavar="URL", help="p2p-scheduler base URL, e.g. http://sched:8002"
+    )
+    p2p.add_argument(
+        "--piece-listen",
+        metavar="HOST:PORT",
+        help="address of the piece server other peers fetch from (default 127.0.0.1:65002)",
+    )
+    p2p.add_argument(
+        "--advertise-address",
+        metavar="ADDR",
+        help="address other peers use to reach the piece server (default: its listen host)",
+    )
+    p2p.add_argument(
+        "--seed",
+        action="store_true",
+        default=None,
+        help="seed peer: fetch from the registry first and keep blobs",
+    )
+    p2p.add_argument("--host-id", metavar="ID", help="this node's id (default: the hostname)")
+    p2p.add_argument("--idc", metavar="NAME", help="data centre label, for parent choice")
+    p2p.add_argument("--rack", metavar="NAME", help="rack label, for parent choice")
+    p2p.add_argument("--location", metavar="a|b|c", help="location hierarchy, most general first")
+    p2p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the cluster token (or set STARLING_TOKEN)",
+    )
     parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
@@ -77,7 +110,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "log_level": args.log_level,
         "insecure_registries": args.insecure_registry or None,
         "default_registry": args.default_registry,
+        "scheduler": args.scheduler,
+        "piece_listen": args.piece_listen,
+        "advertise_address": args.advertise_address,
+        "seed": args.seed,
+        "host_id": args.host_id,
+        "idc": args.idc,
+        "rack": args.rack,
+        "location": args.location,
     }
+    if args.token_file:
+        try:
+            overrides["token"] = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(f"p2p-peer: cannot read token file: {exc}", file=sys.stderr)
+            return 2
     try:
         config = load_config(args.config, overrides)
     except ConfigError as exc:

@@ -1,18 +1,27 @@
-"""Assembling and running the peer daemon: the mirror, the engine, health and metrics."""
+"""Assembling and running the peer daemon: mirror, piece server, engine, scheduler link."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from peer.config import PeerConfig
-from peer.engine import Engine
+from peer.engine import Engine, SwarmClients, peer_id_for
 from peer.metrics import PeerMetrics
+from peer.parent_client import ParentClient
+from peer.piece_server import UploadLimiter, create_piece_app
+from peer.scheduler_client import (
+    HostAnnouncement,
+    SchedulerClient,
+    SchedulerRejected,
+    SchedulerUnavailable,
+)
 from peer.serve import ENGINE_KEY, serve_blob
 from peer.storage import BlobStore
 from registry_proxy.mirror import UPSTREAM_CLIENT_KEY, create_mirror_app
@@ -20,60 +29,187 @@ from registry_proxy.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 
+SCHEDULER_DOWN_RETRY_S = 1.0
+FIRST_ANNOUNCE_TIMEOUT_S = 3.0
 
-def create_app(config: PeerConfig) -> web.Application:
-    """The daemon's HTTP app: the ``/v2/`` mirror, ``/healthz`` and ``/metrics``."""
-    metrics = PeerMetrics()
 
-    async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        client = UpstreamClient(config.upstream)
-        app[UPSTREAM_CLIENT_KEY] = client
-        engine = Engine(config, BlobStore(config.data_dir), client, metrics)
-        engine.load()
+class PeerDaemon:
+    """Everything one node runs; ``start`` binds the ports (0 picks free ones)."""
+
+    def __init__(self, config: PeerConfig) -> None:
+        self.config = config
+        self.metrics = PeerMetrics()
+        self.limiter = UploadLimiter(config.upload_slots, config.upload_rate_bps)
+        self._runners: list[web.AppRunner] = []
+        self._announcer: asyncio.Task[None] | None = None
+        self._client: UpstreamClient | None = None
+        self._swarm: SwarmClients | None = None
+        self._engine: Engine | None = None
+        self.mirror_port = 0
+        self.piece_port = 0
+
+    @property
+    def engine(self) -> Engine:
+        assert self._engine is not None, "daemon not started"
+        return self._engine
+
+    @property
+    def mirror_url(self) -> str:
+        return f"http://{self.config.listen_host}:{self.mirror_port}"
+
+    def make_url(self, path: str) -> URL:
+        return URL(self.mirror_url + path)
+
+    async def start(self) -> None:
+        config = self.config
+        self._client = UpstreamClient(config.upstream)
+        if config.scheduler:
+            read_timeout_s = config.upstream.read_timeout_s
+            self._swarm = SwarmClients(
+                SchedulerClient(config.scheduler, config.token),
+                ParentClient(config.token, config.upstream.connect_timeout_s, read_timeout_s),
+            )
+        self._engine = Engine(
+            config, BlobStore(config.data_dir), self._client, self.metrics, self._swarm
+        )
+        self._engine.load()
+        mirror = self._mirror_app()
+        self.mirror_port = await self._serve(mirror, config.listen_host, config.listen_port)
+        if self._swarm is not None:
+            pieces = create_piece_app(self._engine, config.token, self.limiter)
+            self.piece_port = await self._serve(pieces, config.piece_host, config.piece_port)
+            self._announcer = asyncio.create_task(self._announce_loop())
+        log.info(
+            "p2p-peer %s: mirror on %s, %s (data dir %s, cache quota %d bytes)",
+            config.host_id,
+            self.mirror_url,
+            f"pieces on port {self.piece_port}, scheduler {config.scheduler}"
+            + (" (seed)" if config.seed else "")
+            if self._swarm
+            else "no scheduler: a caching mirror on its own",
+            config.data_dir,
+            config.cache_quota_bytes,
+        )
+
+    async def stop(self) -> None:
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcer
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self._engine is not None:
+            await self._engine.close()
+        if self._swarm is not None:
+            with contextlib.suppress(SchedulerUnavailable, SchedulerRejected):
+                await self._swarm.scheduler.leave_host(self.config.host_id)
+            await self._swarm.scheduler.close()
+            await self._swarm.parents.close()
+        if self._client is not None:
+            await self._client.close()
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server
+        assert server is not None
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    def _mirror_app(self) -> web.Application:
+        engine, metrics = self.engine, self.metrics
+        app = create_mirror_app(self.config.upstream, serve_blob)
+        assert self._client is not None
+        app[UPSTREAM_CLIENT_KEY] = self._client
         app[ENGINE_KEY] = engine
-        yield
-        await engine.close()
-        await client.close()
 
-    async def healthz(request: web.Request) -> web.Response:
-        engine = request.app[ENGINE_KEY]
-        return web.json_response(
-            {
-                "status": "ok",
-                "tasks_active": engine.active_tasks,
-                "cache_blobs": len(engine.index),
-                "cache_bytes": engine.index.blob_bytes,
-                "cache_quota_bytes": engine.index.quota_bytes,
-            }
+        async def healthz(request: web.Request) -> web.Response:
+            return web.json_response(
+                {
+                    "status": "ok",
+                    "host_id": self.config.host_id,
+                    "tasks_active": engine.active_tasks,
+                    "cache_blobs": len(engine.index),
+                    "cache_bytes": engine.index.blob_bytes,
+                    "cache_quota_bytes": engine.index.quota_bytes,
+                    "piece_port": self.piece_port,
+                }
+            )
+
+        async def metrics_endpoint(request: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(metrics.registry),
+                headers={"Content-Type": CONTENT_TYPE_LATEST},
+            )
+
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/metrics", metrics_endpoint)
+        return app
+
+    def _announcement(self) -> HostAnnouncement:
+        config = self.config
+        address = config.advertise_address or config.piece_host
+        if address in ("0.0.0.0", "::", ""):
+            address = "127.0.0.1"
+        return HostAnnouncement(
+            host_id=config.host_id,
+            address=address,
+            piece_port=self.piece_port,
+            upload_capacity_bps=config.upload_capacity_bps,
+            download_capacity_bps=config.download_capacity_bps,
+            upload_slots=config.upload_slots,
+            is_seed=config.seed,
+            idc=config.idc,
+            rack=config.rack,
+            location=config.location,
+            upload_count=self.limiter.active,
+            upload_bps=0.0,
         )
 
-    async def metrics_endpoint(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(metrics.registry),
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-        )
+    async def _announce_loop(self) -> None:
+        """Keep the host alive at the scheduler; re-register what we hold when it returns."""
+        assert self._swarm is not None
+        scheduler = self._swarm.scheduler
+        was_up = False
+        while True:
+            try:
+                ttl_s = await scheduler.announce(self._announcement())
+                if not was_up:
+                    log.info("scheduler %s reachable; registering cached blobs", scheduler.base_url)
+                    await self._reregister(scheduler)
+                    was_up = True
+                delay_s = min(self.config.announce_interval_s, ttl_s / 3)
+            except (SchedulerUnavailable, SchedulerRejected) as exc:
+                if was_up:
+                    log.warning("scheduler unreachable (%s); pulls go to the registry", exc)
+                was_up = False
+                delay_s = SCHEDULER_DOWN_RETRY_S
+            await asyncio.sleep(delay_s)
 
-    app = create_mirror_app(config.upstream, serve_blob)
-    # Runs before the mirror's own context, so the mirror shares our upstream client.
-    app.cleanup_ctx.insert(0, lifetime)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    return app
+    async def _reregister(self, scheduler: SchedulerClient) -> None:
+        engine = self.engine
+        for digest in engine.index.digests():
+            meta = engine.store.blob_meta(digest)
+            if meta is None:
+                continue
+            count = -(-meta.size_bytes // meta.piece_bytes)
+            with contextlib.suppress(SchedulerRejected):
+                await scheduler.register(
+                    peer_id_for(self.config.host_id, digest),
+                    digest,
+                    self.config.host_id,
+                    meta.size_bytes,
+                    meta.piece_bytes,
+                    range(count),
+                )
 
 
 async def run(config: PeerConfig) -> None:
     """Serve until SIGINT or SIGTERM."""
-    app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port)
-    await site.start()
-    log.info(
-        "p2p-peer: mirror listening on http://%s (data dir %s, cache quota %d bytes)",
-        config.listen,
-        config.data_dir,
-        config.cache_quota_bytes,
-    )
+    daemon = PeerDaemon(config)
+    await daemon.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,4 +218,4 @@ async def run(config: PeerConfig) -> None:
         await stop.wait()
     finally:
         log.info("p2p-peer: shutting down")
-        await runner.cleanup()
+        await daemon.stop()

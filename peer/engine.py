@@ -11,18 +11,22 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from peer.backsource import OriginSupplier
+from peer.backsource import OriginSupplier, PieceTransfer
 from peer.cache import CacheIndex
+from peer.conductor import SwarmSupplier
 from peer.config import PeerConfig
 from peer.metrics import PeerMetrics
 from peer.origin import BlobOrigin, OriginFetcher
+from peer.parent_client import ParentClient
 from peer.pieces import PieceLayout, piece_length_for
+from peer.scheduler_client import SchedulerClient
 from peer.storage import BlobStore
-from peer.task import BlobTask, TaskState
+from peer.task import BlobTask, PieceSupplier, TaskState
 from registry_proxy.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,19 @@ PARTIAL_TASK_TTL_S = 24 * 3600.0
 
 class CacheFull(Exception):
     """The blob does not fit under the cache quota even after evicting what is idle."""
+
+
+@dataclass(frozen=True)
+class SwarmClients:
+    """What peer-to-peer downloads need: the scheduler and the parents' piece servers."""
+
+    scheduler: SchedulerClient
+    parents: ParentClient
+
+
+def peer_id_for(host_id: str, digest: str) -> str:
+    """The scheduler's name for this host's work on one blob."""
+    return f"{host_id}_{digest.split(':', 1)[1]}"
 
 
 @dataclass(frozen=True)
@@ -49,12 +66,15 @@ class Engine:
         store: BlobStore,
         client: UpstreamClient,
         metrics: PeerMetrics,
+        swarm: SwarmClients | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
         self.index = CacheIndex(config.cache_quota_bytes)
         self._client = client
+        self._swarm = swarm
+        self._rng = random.Random()
         self._tasks: dict[str, BlobTask] = {}
 
     def load(self) -> None:
@@ -122,13 +142,7 @@ class Engine:
                 self.config.target_pieces,
             ),
         )
-        supplier = OriginSupplier(
-            OriginFetcher(self._client, origin),
-            self.config.origin_concurrency,
-            self.config.piece_attempts,
-            on_bytes=self.metrics.download_bytes.labels("origin").inc,
-        )
-        task = BlobTask(origin.digest, layout, self.store, supplier)
+        task = BlobTask(origin.digest, layout, self.store, self._supplier_for(origin))
         self.index.reserve(origin.digest, size_bytes)
         try:
             task.start(self._task_done)
@@ -147,6 +161,29 @@ class Engine:
         )
         return task
 
+    def _supplier_for(self, origin: BlobOrigin) -> PieceSupplier:
+        def from_origin(on_piece: Callable[[PieceTransfer], None]) -> OriginSupplier:
+            return OriginSupplier(
+                OriginFetcher(self._client, origin),
+                self.config.origin_concurrency,
+                self.config.piece_attempts,
+                on_bytes=self.metrics.download_bytes.labels("origin").inc,
+                on_piece=on_piece,
+            )
+
+        if self._swarm is None:
+            return from_origin(lambda transfer: None)
+        return SwarmSupplier(
+            peer_id=peer_id_for(self.config.host_id, origin.digest),
+            host_id=self.config.host_id,
+            scheduler=self._swarm.scheduler,
+            parents=self._swarm.parents,
+            origin=from_origin,
+            pieces_in_flight=self.config.pieces_in_flight,
+            metrics=self.metrics,
+            rng=self._rng,
+        )
+
     def _make_room(self, digest: str, size_bytes: int) -> None:
         victims = self.index.plan_eviction(size_bytes)
         if victims is None:
@@ -161,6 +198,10 @@ class Engine:
             self.metrics.cache_evictions.inc()
 
     async def _task_done(self, task: BlobTask) -> None:
+        try:
+            await task.supplier.finish(task)
+        except Exception:  # Telling others must never keep the task from ending.
+            log.exception("%s: reporting the end of the task failed", task.digest)
         self._tasks.pop(task.digest, None)
         self.index.unreserve(task.digest)
         task.close_file()

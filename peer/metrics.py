@@ -59,6 +59,28 @@ class PeerMetrics:
             buckets=_SECONDS_BUCKETS,
             registry=r,
         )
+        self.upload_bytes = Counter(
+            "p2p_peer_upload_bytes", "Piece bytes sent to other peers.", registry=r
+        )
+        self.uploads_active = Gauge(
+            "p2p_peer_uploads_active", "Piece uploads in progress.", registry=r
+        )
+        self.upload_rejected = Counter(
+            "p2p_peer_upload_rejected",
+            "Piece requests refused because every upload slot was busy.",
+            registry=r,
+        )
+        self.parent_failures = Counter(
+            "p2p_peer_parent_failures",
+            "Pieces a parent failed to deliver, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.scheduler_unavailable = Counter(
+            "p2p_peer_scheduler_unavailable",
+            "Times the scheduler could not be reached and the peer went to the registry.",
+            registry=r,
+        )
         self.stalled_responses = Counter(
             "p2p_peer_stalled_responses",
             "Client responses ended short because no new verified byte came in time.",

@@ -58,6 +58,9 @@ class PieceSupplier(Protocol):
     async def supply(self, task: BlobTask) -> None:
         """Record every missing piece, or raise :class:`TaskFailed`."""
 
+    async def finish(self, task: BlobTask) -> None:
+        """The task ended (complete or failed): tell whoever needs to know."""
+
 
 class BlobTask:
     def __init__(
@@ -176,6 +179,10 @@ class BlobTask:
             raise TaskFailed(f"{self._supplier.name} stopped with pieces missing")
 
     # For suppliers -----------------------------------------------------------------
+
+    @property
+    def supplier(self) -> PieceSupplier:
+        return self._supplier
 
     @property
     def running(self) -> bool:

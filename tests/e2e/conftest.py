@@ -27,7 +27,12 @@ class PeerProcess:
         self.log_path = work_dir / "peer.log"
         self.config_path = work_dir / "peer.yaml"
         work_dir.mkdir(parents=True, exist_ok=True)
-        config = {"listen": f"127.0.0.1:{self.port}", "data_dir": str(self.data_dir), **settings}
+        config = {
+            "listen": f"127.0.0.1:{self.port}",
+            "piece_listen": "127.0.0.1:0",
+            "data_dir": str(self.data_dir),
+            **settings,
+        }
         self.config_path.write_text(yaml.safe_dump(config))
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -7,27 +7,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from peer.config import PeerConfig
-from peer.daemon import create_app
-from peer.serve import ENGINE_KEY
+from peer.daemon import PeerDaemon
 from registry_proxy.upstream import UpstreamConfig
 
-PeerFactory = Callable[..., Awaitable[TestServer]]
+PeerFactory = Callable[..., Awaitable[PeerDaemon]]
 
 
 @pytest.fixture
 async def make_peer(tmp_path: Path) -> AsyncIterator[PeerFactory]:
     """Start peers whose upstream for ``registry_host`` is ``endpoint`` (a proxy)."""
-    servers: list[TestServer] = []
+    daemons: list[PeerDaemon] = []
 
     async def start(
         registry_host: str,
         endpoint: str | None = None,
         data_dir: Path | None = None,
         **settings: Any,
-    ) -> TestServer:
+    ) -> PeerDaemon:
         upstream_settings = {
             key: settings.pop(key)
             for key in ("read_timeout_s", "connect_timeout_s", "access_cache_ttl_s")
@@ -35,6 +33,7 @@ async def make_peer(tmp_path: Path) -> AsyncIterator[PeerFactory]:
         }
         config = PeerConfig(
             listen="127.0.0.1:0",
+            piece_listen="127.0.0.1:0",
             data_dir=str(data_dir or tmp_path / "peer"),
             upstream=UpstreamConfig(
                 default_registry=registry_host,
@@ -44,15 +43,15 @@ async def make_peer(tmp_path: Path) -> AsyncIterator[PeerFactory]:
             ),
             **settings,
         )
-        server = TestServer(create_app(config), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return server
+        daemon = PeerDaemon(config)
+        await daemon.start()
+        daemons.append(daemon)
+        return daemon
 
     yield start
-    for server in servers:
-        await server.close()
+    for daemon in daemons:
+        await daemon.stop()
 
 
-def engine_of(server: TestServer) -> Any:
-    return server.app[ENGINE_KEY]
+def engine_of(daemon: PeerDaemon) -> Any:
+    return daemon.engine

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 
+from peer.daemon import PeerDaemon
 from peer.pieces import MiB
 from peer.storage import BlobStore, TaskProgress
 from tests.integration.conftest import PeerFactory, engine_of
@@ -34,7 +34,7 @@ async def _push(registry: RegistryProcess, tmp_path: Path, sizes: list[int]) -> 
     )
 
 
-def _blob_url(peer: TestServer, image: PushedImage, digest: str) -> str:
+def _blob_url(peer: PeerDaemon, image: PushedImage, digest: str) -> str:
     return str(peer.make_url(f"/v2/{image.repo}/blobs/{digest}?ns={image.registry_host}"))
 
 

@@ -1,0 +1,278 @@
+"""The swarm supplier: download a blob's pieces from parents the scheduler names.
+
+The conductor registers the peer with the scheduler and follows its decisions: fetch
+from the origin (the peer is a seed, or within the back-to-source quota), wait and ask
+again, or fetch pieces from parents. With parents it keeps up to ``pieces_in_flight``
+piece requests going, chosen by :func:`peer.piece_picker.pick_pieces` from the piece
+lists the parents publish, and checks every piece against the digest the scheduler
+vouches for before it counts. A parent that fails or sends a bad piece is reported and
+blocked, and the scheduler names others. If the scheduler cannot be reached at any
+point, the peer fetches what is missing from the origin itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peer.backsource import OriginSupplier, PieceTransfer
+from peer.metrics import PeerMetrics
+from peer.parent_client import ParentClient, ParentError
+from peer.piece_picker import pick_pieces
+from peer.reporter import TransferReporter
+from peer.scheduler_client import (
+    Decision,
+    GoToSource,
+    ParentInfo,
+    SchedulerClient,
+    SchedulerRejected,
+    SchedulerUnavailable,
+    UseParents,
+    WaitAndRetry,
+)
+from peer.task import BlobTask, PieceCorrupt, TaskFailed, TaskState
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 0.25  # how often parents' piece lists are read again
+NO_PROGRESS_S = 3.0  # with no piece for this long, ask the scheduler for other parents
+MAX_RETRY_WAIT_S = 2.0
+MAX_PER_PARENT = 4  # piece requests in flight to one parent
+
+
+@dataclass
+class _Swarm:
+    parents: dict[str, ParentInfo]
+    digests: dict[int, str]
+    availability: dict[str, frozenset[int]]
+    seeds: set[str]
+
+
+class SwarmSupplier:
+    name = "the swarm"
+
+    def __init__(
+        self,
+        *,
+        peer_id: str,
+        host_id: str,
+        scheduler: SchedulerClient,
+        parents: ParentClient,
+        origin: Callable[[Callable[[PieceTransfer], None]], OriginSupplier],
+        pieces_in_flight: int,
+        metrics: PeerMetrics,
+        rng: random.Random,
+    ) -> None:
+        self.peer_id = peer_id
+        self._host_id = host_id
+        self._scheduler = scheduler
+        self._parents = parents
+        self._origin = origin
+        self._in_flight = pieces_in_flight
+        self._metrics = metrics
+        self._rng = rng
+        self._registered = False
+
+    async def supply(self, task: BlobTask) -> None:
+        reporter = TransferReporter(self._scheduler, self.peer_id)
+        reporter.start()
+        try:
+            decision = await self._scheduler.register(
+                self.peer_id,
+                task.digest,
+                self._host_id,
+                task.size_bytes,
+                task.layout.piece_bytes,
+                task.present_pieces(),
+            )
+            self._registered = True
+            while decision is not None and task.running and task.missing_pieces():
+                decision = await self._follow(task, decision, reporter)
+        except SchedulerUnavailable as exc:
+            self._metrics.scheduler_unavailable.inc()
+            log.warning(
+                "%s: scheduler unavailable (%s); fetching from the registry", task.digest, exc
+            )
+            await self._origin(lambda t: None).supply(task)
+        except SchedulerRejected as exc:
+            log.warning("%s: scheduler refused (%s); fetching from the registry", task.digest, exc)
+            await self._origin(lambda t: None).supply(task)
+        finally:
+            await reporter.close()
+
+    async def finish(self, task: BlobTask) -> None:
+        """Tell the scheduler how it ended: a finished peer becomes a parent for others."""
+        if not self._registered:
+            return
+        try:
+            if task.state is TaskState.COMPLETE:
+                await self._scheduler.finished(self.peer_id)
+            else:
+                reason = "digest_mismatch" if "digest" in str(task.error) else "failed"
+                await self._scheduler.failed(self.peer_id, reason)
+        except (SchedulerUnavailable, SchedulerRejected) as exc:
+            log.info("%s: could not tell the scheduler the task ended: %s", task.digest, exc)
+
+    async def _follow(
+        self, task: BlobTask, decision: Decision, reporter: TransferReporter
+    ) -> Decision | None:
+        if isinstance(decision, GoToSource):
+            log.info(
+                "%s: scheduler sends %s to the registry (%s)",
+                task.digest,
+                self.peer_id,
+                decision.reason,
+            )
+            await self._origin(reporter.add).supply(task)
+            return None
+        if isinstance(decision, WaitAndRetry):
+            await asyncio.sleep(min(decision.after_s, MAX_RETRY_WAIT_S))
+            return await self._scheduler.schedule(self.peer_id)
+        return await self._from_parents(task, decision, reporter)
+
+    async def _from_parents(
+        self, task: BlobTask, decision: UseParents, reporter: TransferReporter
+    ) -> Decision | None:
+        swarm = _Swarm({}, {}, {}, set())
+        self._adopt(swarm, decision)
+        fetches: dict[int, asyncio.Task[None]] = {}
+        load: collections.Counter[str] = collections.Counter()
+        last_progress = time.monotonic()
+        next_refresh = 0.0
+        try:
+            while task.running and task.missing_pieces():
+                now = time.monotonic()
+                if now >= next_refresh:
+                    await self._refresh(task, swarm)
+                    next_refresh = now + REFRESH_S
+                missing = [
+                    i for i in task.missing_pieces() if i not in fetches and i in swarm.digests
+                ]
+                picks = pick_pieces(
+                    missing,
+                    swarm.availability,
+                    load,
+                    slots=self._in_flight - len(fetches),
+                    max_per_parent=MAX_PER_PARENT,
+                    window=2 * self._in_flight,
+                    rng=self._rng,
+                )
+                for index, parent_id in picks:
+                    load[parent_id] += 1
+                    fetches[index] = asyncio.create_task(
+                        self._fetch(task, swarm, swarm.parents[parent_id], index, reporter),
+                        name=parent_id,  # read back by _parent_of
+                    )
+                if not fetches:
+                    if time.monotonic() - last_progress > NO_PROGRESS_S:
+                        log.info(
+                            "%s: no parent has what %s needs; asking again",
+                            task.digest,
+                            self.peer_id,
+                        )
+                        return await self._scheduler.schedule(self.peer_id)
+                    await asyncio.sleep(REFRESH_S)
+                    next_refresh = 0.0
+                    continue
+                done, _ = await asyncio.wait(
+                    fetches.values(), timeout=REFRESH_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                for index in [i for i, f in fetches.items() if f in done]:
+                    fetch = fetches.pop(index)
+                    parent_id = self._parent_of(fetch)
+                    load[parent_id] -= 1
+                    error = fetch.exception()
+                    if error is None:
+                        last_progress = time.monotonic()
+                        continue
+                    new = await self._parent_failed(task, swarm, parent_id, index, error, reporter)
+                    if new is not None:
+                        if not isinstance(new, UseParents):
+                            return new
+                        self._adopt(swarm, new)
+            return None
+        finally:
+            for fetch in fetches.values():
+                fetch.cancel()
+            await asyncio.gather(*fetches.values(), return_exceptions=True)
+
+    def _adopt(self, swarm: _Swarm, decision: UseParents) -> None:
+        swarm.parents = {p.peer_id: p for p in decision.parents}
+        swarm.digests.update(decision.piece_digests)
+        swarm.availability = {p: swarm.availability.get(p, frozenset()) for p in swarm.parents}
+
+    async def _refresh(self, task: BlobTask, swarm: _Swarm) -> None:
+        """Read the parents' piece lists, and the trusted digests they need."""
+        parents = list(swarm.parents.values())
+        lists = await asyncio.gather(
+            *(self._parents.piece_list(p, task.digest) for p in parents), return_exceptions=True
+        )
+        for parent, listed in zip(parents, lists, strict=True):
+            if isinstance(listed, BaseException):
+                swarm.availability[parent.peer_id] = frozenset()
+                continue
+            swarm.availability[parent.peer_id] = listed.pieces
+            if listed.seed:
+                swarm.seeds.add(parent.peer_id)
+        offered = set().union(*swarm.availability.values()) if swarm.availability else set()
+        if any(i not in swarm.digests for i in offered if not task.has_piece(i)):
+            with contextlib.suppress(SchedulerRejected):
+                swarm.digests.update(await self._scheduler.task_digests(task.digest))
+
+    async def _fetch(
+        self,
+        task: BlobTask,
+        swarm: _Swarm,
+        parent: ParentInfo,
+        index: int,
+        reporter: TransferReporter,
+    ) -> None:
+        layout = task.layout
+        cost_s = await self._parents.fetch_piece(
+            parent, task.digest, index, task.fd, layout.start(index), layout.size(index)
+        )
+        digest = await task.record_piece(index, swarm.digests[index])
+        source = "seed" if parent.peer_id in swarm.seeds else "peer"
+        self._metrics.download_bytes.labels(source).inc(layout.size(index))
+        reporter.add(PieceTransfer(index, parent.peer_id, layout.size(index), cost_s, True, digest))
+
+    @staticmethod
+    def _parent_of(fetch: asyncio.Task[None]) -> str:
+        return fetch.get_name()
+
+    async def _parent_failed(
+        self,
+        task: BlobTask,
+        swarm: _Swarm,
+        parent_id: str,
+        index: int,
+        error: BaseException,
+        reporter: TransferReporter,
+    ) -> Decision | None:
+        if isinstance(error, ParentError) and error.reason == "busy":
+            return None  # all its upload slots were taken: try it or another again
+        if not isinstance(error, ParentError | PieceCorrupt):
+            if isinstance(error, TaskFailed):
+                raise error
+            raise TaskFailed(f"fetching piece {index} from {parent_id}: {error!r}") from error
+        reason = error.reason if isinstance(error, ParentError) else "corrupt"
+        self._metrics.parent_failures.labels(reason).inc()
+        log.warning(
+            "%s: parent %s failed piece %d (%s): %s; blocking it",
+            task.digest,
+            parent_id,
+            index,
+            reason,
+            error,
+        )
+        reporter.add(PieceTransfer(index, parent_id, 0, 0.0, False))
+        swarm.parents.pop(parent_id, None)
+        swarm.availability.pop(parent_id, None)
+        await reporter.flush()
+        return await self._scheduler.block(self.peer_id, parent_id)

@@ -1,0 +1,210 @@
+"""The piece server: other peers fetch pieces of the blobs this peer holds.
+
+``GET /api/v1/tasks/<digest>/pieces`` lists the pieces present (a child polls it while
+this peer is still downloading); ``GET /api/v1/tasks/<digest>/pieces/<n>`` sends one
+piece with ``sendfile`` straight from the task or blob file, with its digest in
+``X-Piece-Digest``. Only recorded pieces are ever offered. Uploads are bounded in
+number (a full server answers 503 at once, so the child asks another parent) and,
+optionally, in rate. With a cluster token configured every request must carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from peer.engine import Engine
+from peer.pieces import PieceLayout
+from registry_proxy.errors import ProtocolError
+from registry_proxy.reference import parse_digest
+
+log = logging.getLogger(__name__)
+
+RATE_CHUNK_BYTES = 256 * 1024
+PIECE_ENGINE_KEY = web.AppKey("piece_engine", Engine)
+
+
+class UploadLimiter:
+    """At most ``slots`` uploads at once, and at most ``rate_bps`` bytes per second."""
+
+    def __init__(self, slots: int, rate_bps: float) -> None:
+        self.slots = slots
+        self.active = 0
+        self.rate_bps = rate_bps
+        self._allowance_s = 0.0  # when the token bucket next has room
+
+    def try_acquire(self) -> bool:
+        if self.active >= self.slots:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+    async def pace(self, size_bytes: int) -> None:
+        """Sleep so that uploads together stay under the rate cap."""
+        if self.rate_bps <= 0:
+            return
+        now = time.monotonic()
+        start = max(now, self._allowance_s)
+        self._allowance_s = start + size_bytes / self.rate_bps
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) -> web.Application:
+    app = web.Application(middlewares=[_errors])
+    app[PIECE_ENGINE_KEY] = engine
+    metrics = engine.metrics
+
+    def authorize(request: web.Request) -> None:
+        if token is None:
+            return
+        sent = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+            raise web.HTTPUnauthorized(
+                text='{"error": "missing or wrong cluster token"}', content_type="application/json"
+            )
+
+    async def piece_list(request: web.Request) -> web.Response:
+        authorize(request)
+        digest = str(parse_digest(request.match_info["digest"]))
+        held = _held(engine, digest)
+        if held is None:
+            raise web.HTTPNotFound(
+                text='{"error": "no such task here"}', content_type="application/json"
+            )
+        layout, pieces, complete = held
+        return web.json_response(
+            {
+                "size_bytes": layout.total_bytes,
+                "piece_bytes": layout.piece_bytes,
+                "complete": complete,
+                "pieces": pieces,
+                "seed": engine.config.seed,
+            }
+        )
+
+    async def piece(request: web.Request) -> web.StreamResponse:
+        authorize(request)
+        digest = str(parse_digest(request.match_info["digest"]))
+        try:
+            index = int(request.match_info["index"])
+        except ValueError:
+            raise web.HTTPBadRequest(
+                text='{"error": "piece index must be an integer"}', content_type="application/json"
+            ) from None
+        found = _open_piece(engine, digest, index)
+        if found is None:
+            raise web.HTTPNotFound(
+                text='{"error": "piece not here"}', content_type="application/json"
+            )
+        fd, layout, piece_digest = found
+        with os.fdopen(fd, "rb", buffering=0) as file:
+            if not limiter.try_acquire():
+                metrics.upload_rejected.inc()
+                raise web.HTTPServiceUnavailable(
+                    text='{"error": "no free upload slot"}', content_type="application/json"
+                )
+            metrics.uploads_active.set(limiter.active)
+            try:
+                return await _send_piece(
+                    request, file, layout, index, piece_digest, limiter, engine
+                )
+            finally:
+                limiter.release()
+                metrics.uploads_active.set(limiter.active)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "uploads_active": limiter.active})
+
+    app.router.add_get("/api/v1/tasks/{digest}/pieces", piece_list)
+    app.router.add_get("/api/v1/tasks/{digest}/pieces/{index}", piece)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProtocolError as exc:
+        return web.json_response({"error": exc.message}, status=exc.status)
+
+
+def _held(engine: Engine, digest: str) -> tuple[PieceLayout, list[int], bool] | None:
+    complete = engine.complete(digest)
+    if complete is not None:
+        meta = engine.store.blob_meta(digest)
+        if meta is not None:
+            layout = PieceLayout(meta.size_bytes, meta.piece_bytes)
+            return layout, list(range(layout.count)), True
+    task = engine.running(digest)
+    if task is not None:
+        return task.layout, task.present_pieces(), False
+    return None
+
+
+def _open_piece(engine: Engine, digest: str, index: int) -> tuple[int, PieceLayout, str] | None:
+    """A descriptor positioned nowhere in particular, the layout and the piece digest."""
+    task = engine.running(digest)
+    if task is not None:
+        piece_digest = task.piece_digest(index) if 0 <= index < task.layout.count else None
+        if piece_digest is None:
+            return None
+        return task.dup_fd(), task.layout, piece_digest
+    if engine.complete(digest) is None:
+        return None
+    meta = engine.store.blob_meta(digest)
+    if meta is None:
+        return None
+    layout = PieceLayout(meta.size_bytes, meta.piece_bytes)
+    if not 0 <= index < layout.count or index >= len(meta.piece_digests):
+        return None
+    try:
+        fd = engine.open_complete(digest)
+    except OSError:
+        return None  # evicted a moment ago
+    return fd, layout, meta.piece_digests[index]
+
+
+async def _send_piece(
+    request: web.Request,
+    file: os.FileIO,  # type: ignore[name-defined]
+    layout: PieceLayout,
+    index: int,
+    piece_digest: str,
+    limiter: UploadLimiter,
+    engine: Engine,
+) -> web.StreamResponse:
+    start, size = layout.start(index), layout.size(index)
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/octet-stream", "X-Piece-Digest": piece_digest}
+    )
+    response.content_length = size
+    await response.prepare(request)
+    transport = request.transport
+    loop = asyncio.get_running_loop()
+    sent = 0
+    step = size if limiter.rate_bps <= 0 else RATE_CHUNK_BYTES
+    while sent < size:
+        count = min(step, size - sent)
+        await limiter.pace(count)
+        if transport is None or transport.is_closing():
+            return response
+        with contextlib.suppress(ConnectionError):
+            await loop.sendfile(transport, file, start + sent, count)
+        sent += count
+        engine.metrics.upload_bytes.inc(count)
+    await response.write_eof()
+    return response

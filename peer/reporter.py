@@ -1,0 +1,66 @@
+"""Batched transfer reports from a peer to the scheduler.
+
+Reports carry the piece digests children verify against, so they go out within
+``interval_s`` rather than at the end; losing some while the scheduler is down costs
+only scoring data, never a pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from peer.backsource import PieceTransfer
+from peer.scheduler_client import SchedulerClient, SchedulerRejected, SchedulerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class TransferReporter:
+    def __init__(
+        self, client: SchedulerClient, peer_id: str, interval_s: float = 0.2, batch: int = 64
+    ) -> None:
+        self._client = client
+        self._peer_id = peer_id
+        self._interval_s = interval_s
+        self._batch = batch
+        self._pending: list[PieceTransfer] = []
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._warned = False
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run())
+
+    def add(self, transfer: PieceTransfer) -> None:
+        self._pending.append(transfer)
+        if len(self._pending) >= self._batch:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+            try:
+                await self._client.report(self._peer_id, batch)
+            except SchedulerUnavailable as exc:
+                if not self._warned:
+                    log.warning("%s: cannot report transfers: %s", self._peer_id, exc)
+                    self._warned = True
+                self._pending.clear()
+            except SchedulerRejected as exc:
+                log.warning("%s: scheduler refused transfer reports: %s", self._peer_id, exc)
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
+            await self.flush()
