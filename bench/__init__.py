@@ -1,0 +1,1 @@
+"""Benchmarks of the Starling peer, run against real processes (``make bench``)."""
