@@ -9,7 +9,8 @@ origin) and randomness as a ``random.Random``. The ``p2p-scheduler`` service and
     state.register_peer(PeerRegistered(...), now)
     decision = state.schedule(peer_id, now, rng)   # Parents | BackToSource | RetryLater
     state.report_pieces(PiecesReported(peer_id, (PieceReport(...), ...)), now)
-    state.finish_peer(peer_id)
+    state.task_piece_digests(task_id)              # trusted piece digests, by index
+    state.finish_peer(peer_id)                     # or fail_peer / remove_peer
 """
 
 from scheduler.core.decisions import (
@@ -25,6 +26,7 @@ from scheduler.core.decisions import (
 )
 from scheduler.core.errors import (
     ConflictError,
+    DigestConflictError,
     InvalidEventError,
     PeerStateError,
     SchedulerError,
@@ -53,6 +55,7 @@ __all__ = [
     "ConflictError",
     "Decision",
     "DecisionReason",
+    "DigestConflictError",
     "Evaluator",
     "Event",
     "FilterReason",

@@ -40,5 +40,26 @@ class ConflictError(SchedulerError):
     """The event contradicts what the core already knows (task size, a peer's host)."""
 
 
+class DigestConflictError(ConflictError):
+    """A reported piece digest differs from the task's trusted digest of that piece.
+
+    The reporting peer is lying or holds corrupt bytes; the whole batch is refused.
+    ``field`` names the report (``"reports[3].digest"``) like ``InvalidEventError`` does.
+    """
+
+    def __init__(
+        self, field: str, task_id: str, piece_index: int, trusted: str, reported: str
+    ) -> None:
+        super().__init__(
+            f"piece {piece_index} of task {task_id!r}: reported digest {reported!r} "
+            f"differs from the trusted digest {trusted!r}"
+        )
+        self.field = field
+        self.task_id = task_id
+        self.piece_index = piece_index
+        self.trusted = trusted
+        self.reported = reported
+
+
 class PeerStateError(SchedulerError):
     """The peer is in a state where the request makes no sense (e.g. it already finished)."""

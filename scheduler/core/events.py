@@ -95,13 +95,19 @@ class PeerRegistered:
 
 @dataclass(frozen=True)
 class PieceReport:
-    """One piece transfer: from ``parent_id`` (None: the origin), ok or failed."""
+    """One piece transfer: from ``parent_id`` (None: the origin), ok or failed.
+
+    ``digest`` is the piece digest the child computed over the bytes it received
+    (``"sha256:<hex>"``). It is optional: a child that does not hash pieces, or whose
+    piece failed, has nothing to say about the content.
+    """
 
     piece_index: int
     parent_id: str | None
     size_bytes: int
     cost_s: float
     ok: bool = True
+    digest: str | None = None
 
     def __post_init__(self) -> None:
         _require_non_negative("piece_index", self.piece_index)
@@ -109,6 +115,8 @@ class PieceReport:
             _require_id("parent_id", self.parent_id)
         _require_non_negative("size_bytes", self.size_bytes)
         _require_non_negative("cost_s", self.cost_s)
+        if self.digest is not None:
+            _require_id("digest", self.digest)
 
 
 @dataclass(frozen=True)
@@ -139,9 +147,19 @@ class PeerFinished:
 
 @dataclass(frozen=True)
 class PeerFailed:
-    """The peer gave up on the task; it is removed like a peer that left."""
+    """The peer gave up on the task; it is removed like a peer that left.
+
+    ``reason`` is the peer's own word for it (``"digest_mismatch"``, ``"origin_error"``),
+    kept for logs and metrics; the core treats every failure alike.
+    """
 
     peer_id: str
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_id("peer_id", self.peer_id)
+        if self.reason is not None:
+            _require_id("reason", self.reason)
 
 
 @dataclass(frozen=True)

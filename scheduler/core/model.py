@@ -99,6 +99,8 @@ class Task:
         "availability",
         "seed_peer_count",
         "normal_back_to_source_count",
+        "piece_digests",
+        "digest_sources",
     )
 
     def __init__(self, task_id: str, size_bytes: int, piece_bytes: int, now: float) -> None:
@@ -121,6 +123,10 @@ class Task:
         self.seed_peer_count = 0
         # Normal peers sent to the origin that have not failed or left: the quota in use.
         self.normal_back_to_source_count = 0
+        # piece index -> trusted digest, from the first ok report of the piece whose bytes
+        # came from the origin or a seed peer, and the id of the peer that reported it.
+        self.piece_digests: dict[int, str] = {}
+        self.digest_sources: dict[int, str] = {}
 
     def index_holder(self, peer: Peer) -> None:
         host = peer.host
@@ -171,6 +177,8 @@ class Peer:
     holds_quota: bool = False
     # Consecutive "retry later" answers since the last useful decision.
     retry_count: int = 0
+    # Pieces whose trusted digest this peer reported; they go if the peer fails.
+    digest_pieces: list[int] = field(default_factory=list)
 
     @property
     def finished_piece_count(self) -> int:

@@ -12,6 +12,7 @@ import random
 from scheduler.core.decisions import BackToSource, Decision, Parents, Removal, RetryLater
 from scheduler.core.errors import (
     ConflictError,
+    DigestConflictError,
     InvalidEventError,
     PeerStateError,
     UnknownHostError,
@@ -82,7 +83,9 @@ class SchedulerState:
                 self.block_parent(peer_id, parent_id)
             case PeerFinished(peer_id=peer_id):
                 self.finish_peer(peer_id)
-            case PeerFailed(peer_id=peer_id) | PeerLeft(peer_id=peer_id):
+            case PeerFailed(peer_id=peer_id):
+                return self.fail_peer(peer_id)
+            case PeerLeft(peer_id=peer_id):
                 return self.remove_peer(peer_id)
         return None
 
@@ -187,27 +190,55 @@ class SchedulerState:
         that marks the parent as bad also blocks it for this child. A failed piece blocks
         the parent for this child. A parent that has already left is skipped silently:
         reports race with departures.
+
+        Piece digests: the first ok report of a piece whose bytes came from the origin
+        (no parent) or from a seed peer sets the task's trusted digest of that piece. Any
+        later ok report of the piece with another digest raises ``DigestConflictError``:
+        whoever sent those bytes is lying or corrupt.
         """
         child = self.peer(event.peer_id)
         task = child.task
+        # Digests this batch would make trusted, so a batch cannot contradict itself.
+        new_digests: dict[int, str] = {}
         for number, report in enumerate(event.reports):
             if report.piece_index >= task.piece_count:
                 raise InvalidEventError(
                     f"reports[{number}].piece_index",
                     f"piece {report.piece_index} outside 0..{task.piece_count - 1}",
                 )
-            if report.parent_id is None:
+            # Reported bytes feed the parent's upload load; more than a piece is a lie.
+            if report.size_bytes > task.piece_bytes:
+                raise InvalidEventError(
+                    f"reports[{number}].size_bytes",
+                    f"{report.size_bytes} is more than a piece ({task.piece_bytes} bytes)",
+                )
+            parent: Peer | None = None
+            if report.parent_id is not None:
+                if report.parent_id == child.peer_id:
+                    raise InvalidEventError(
+                        f"reports[{number}].parent_id", "a peer is not its own parent"
+                    )
+                parent = self.peers.get(report.parent_id)
+                if parent is not None and parent.task is not task:
+                    raise InvalidEventError(
+                        f"reports[{number}].parent_id",
+                        f"peer {report.parent_id!r} works on another task",
+                    )
+            if not report.ok or report.digest is None:
                 continue
-            if report.parent_id == child.peer_id:
-                raise InvalidEventError(
-                    f"reports[{number}].parent_id", "a peer is not its own parent"
+            index = report.piece_index
+            trusted = task.piece_digests.get(index) or new_digests.get(index)
+            if trusted is None:
+                if self._is_trusted_source(report.parent_id, parent):
+                    new_digests[index] = report.digest
+            elif report.digest != trusted:
+                raise DigestConflictError(
+                    f"reports[{number}].digest", task.task_id, index, trusted, report.digest
                 )
-            parent = self.peers.get(report.parent_id)
-            if parent is not None and parent.task is not task:
-                raise InvalidEventError(
-                    f"reports[{number}].parent_id",
-                    f"peer {report.parent_id!r} works on another task",
-                )
+        for index, digest in new_digests.items():
+            task.piece_digests[index] = digest
+            task.digest_sources[index] = child.peer_id
+            child.digest_pieces.append(index)
         for report in event.reports:
             parent = self.peers.get(report.parent_id) if report.parent_id else None
             if report.ok:
@@ -247,10 +278,32 @@ class SchedulerState:
         peer.retry_count = 0
 
     def remove_peer(self, peer_id: str) -> Removal:
-        """The peer failed or left: its pieces, edges and quota use go with it."""
+        """The peer left: its pieces, edges and quota use go with it."""
         peer = self.peer(peer_id)
         orphans = self._remove(peer)
         return Removal((peer_id,), tuple(orphans))
+
+    def fail_peer(self, peer_id: str) -> Removal:
+        """The peer failed: removed like a peer that left, and its trusted digests go.
+
+        A peer that went back to source and then failed (its blob digest did not match,
+        say) may have hashed bad origin bytes, so the digests it made trusted are dropped;
+        the next origin or seed report of those pieces sets them again. Other peers that
+        already verified pieces against them find out at their own blob digest check.
+        """
+        peer = self.peer(peer_id)
+        task = peer.task
+        for index in peer.digest_pieces:
+            # Another peer may have set the digest again since this one contributed it.
+            if task.digest_sources.get(index) == peer_id:
+                del task.piece_digests[index]
+                del task.digest_sources[index]
+        return self.remove_peer(peer_id)
+
+    def task_piece_digests(self, task_id: str) -> dict[int, str]:
+        """The task's trusted piece digests (a copy); empty for a task nobody works on."""
+        task = self.tasks.get(task_id)
+        return dict(task.piece_digests) if task is not None else {}
 
     # -- decisions -------------------------------------------------------------------
 
@@ -289,6 +342,11 @@ class SchedulerState:
         return decision
 
     # -- internals -------------------------------------------------------------------
+
+    @staticmethod
+    def _is_trusted_source(parent_id: str | None, parent: Peer | None) -> bool:
+        """Bytes straight from the origin, or from a live seed peer, define a piece."""
+        return parent_id is None or (parent is not None and parent.host.is_seed)
 
     @staticmethod
     def _check_task_shape(task: Task, event: PeerRegistered) -> None:

@@ -1,4 +1,5 @@
-"""Trusted piece digests: set from origin or seed bytes, conflicts refused, dropped on failure."""
+"""Trusted piece digests (set from origin or seed bytes, conflicts refused, dropped on failure)
+and the bounds on reported bytes that came with them."""
 
 from __future__ import annotations
 
@@ -154,3 +155,15 @@ def test_empty_digest_and_reason_are_invalid() -> None:
         PieceReport(0, None, 1, 0.1, True, "")
     with pytest.raises(InvalidEventError, match="reason"):
         PeerFailed("a", reason="")
+
+
+def test_a_report_of_more_bytes_than_a_piece_is_refused() -> None:
+    swarm = Swarm()
+    swarm.peer("a")
+    with pytest.raises(InvalidEventError) as caught:
+        swarm.state.report_pieces(
+            PiecesReported("a", (PieceReport(0, None, PIECE_BYTES + 1, 0.1, True, GOOD),)),
+            swarm.now,
+        )
+    assert caught.value.field == "reports[0].size_bytes"
+    assert _digests(swarm) == {}

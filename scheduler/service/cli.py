@@ -1,0 +1,93 @@
+"""``p2p-scheduler``: the Starling scheduler's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from scheduler.service.app import run
+from scheduler.service.config import (
+    ENV_LISTEN,
+    ENV_TOKEN,
+    LOG_LEVELS,
+    SchedulerConfig,
+    load_config,
+)
+from scheduler.service.errors import ConfigError
+
+_EPILOG = f"""\
+API: JSON under /api/v1 (the OpenAPI document is at /api/v1/openapi.json), plus /healthz
+and /metrics (Prometheus). State is kept in memory.
+
+Cluster token: every /api/v1 request must carry "Authorization: Bearer <token>" when a
+token is configured, from --token-file, the environment variable {ENV_TOKEN}, or
+token_file in the config file (in that order of precedence). Without one, any client
+is accepted and a warning is logged.
+
+Environment: {ENV_LISTEN} overrides listen from the file; flags override both.
+
+Config file (YAML; unknown keys are an error), with the defaults:
+  listen: {SchedulerConfig.listen}
+  host_ttl_s: {SchedulerConfig.host_ttl_s:g}        # hosts silent this long expire with their peers
+  upkeep_interval_s: {SchedulerConfig.upkeep_interval_s:g}  # how often expiry runs
+  rng_seed: null         # fix it for reproducible decisions
+  token_file: null
+  log_level: info
+  scheduling:            # the core's tunables (scheduler/core/settings.py)
+    candidate_sample_size: 15
+    parents_per_decision: 4
+    back_to_source_quota: 1
+    ...
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2p-scheduler",
+        description="Starling scheduler: tells each peer which other peers to fetch blob "
+        "pieces from, and which few go to the origin registry.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address of the HTTP API (default {SchedulerConfig.listen}; port 0 picks one)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"file holding the cluster token (overrides {ENV_TOKEN})",
+    )
+    parser.add_argument(
+        "--log-level", choices=list(LOG_LEVELS), help="log verbosity (default info)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {"listen": args.listen, "token_file": args.token_file, "log_level": args.log_level}
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"p2p-scheduler: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run(config))
+    except OSError as exc:
+        logging.getLogger("p2p-scheduler").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

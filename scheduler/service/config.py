@@ -1,0 +1,191 @@
+"""Scheduler service settings: one YAML file, environment overrides, command-line flags.
+
+Precedence, lowest first: defaults, the YAML file, ``STARLING_SCHEDULER_LISTEN`` and
+``STARLING_TOKEN``, flags. Unknown keys are an error, so a typo never silently falls back
+to a default. The cluster token is a secret: the YAML file and the flag name a file that
+holds it (``token_file``), the environment may carry it directly, and it never appears in
+a ``repr``. Every default works on one machine.
+
+Example::
+
+    listen: 0.0.0.0:8002
+    host_ttl_s: 30
+    upkeep_interval_s: 5
+    token_file: /etc/starling/token
+    log_level: info
+    scheduling:
+      parents_per_decision: 4
+      back_to_source_quota: 1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scheduler.core import SchedulerSettings
+from scheduler.service.errors import ConfigError
+
+ENV_LISTEN = "STARLING_SCHEDULER_LISTEN"
+ENV_TOKEN = "STARLING_TOKEN"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# What may appear in an ``Authorization: Bearer`` header value: visible ASCII, no spaces.
+_TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
+# Top-level YAML keys that are not dataclass fields, and the scheduling keys that are
+# set elsewhere.
+_FILE_ONLY_KEYS = ("token_file", "scheduling")
+_SCHEDULING_KEYS_ELSEWHERE = {"host_ttl_s": "set host_ttl_s at the top level"}
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    listen: str = "127.0.0.1:8002"
+    # Hosts that do not announce again within this long are expired with their peers.
+    # Returned to every announcing host so it knows how often to announce.
+    host_ttl_s: float = 30.0
+    # How often the writer looks for expired hosts: expiry happens between host_ttl_s and
+    # host_ttl_s + upkeep_interval_s after the last announcement.
+    upkeep_interval_s: float = 5.0
+    # Seed of the scheduler's random.Random; None draws one from the OS. Tests fix it.
+    rng_seed: int | None = None
+    # The cluster token every /api/v1 request must carry; None accepts any request.
+    token: str | None = field(default=None, repr=False)
+    log_level: str = "info"
+    # The core's tunables; their host_ttl_s is replaced by the one above.
+    scheduling: SchedulerSettings = field(default_factory=SchedulerSettings)
+
+    def __post_init__(self) -> None:
+        _host_port(self.listen, "listen")
+        for name in ("host_ttl_s", "upkeep_interval_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.token is not None and not _TOKEN_PATTERN.fullmatch(self.token):
+            raise ConfigError("the token must be visible ASCII characters without spaces")
+
+    @property
+    def listen_host(self) -> str:
+        return _host_port(self.listen, "listen")[0]
+
+    @property
+    def listen_port(self) -> int:
+        return _host_port(self.listen, "listen")[1]
+
+    @property
+    def core_settings(self) -> SchedulerSettings:
+        """The settings the core runs with: ``scheduling`` with this config's host TTL."""
+        return dataclasses.replace(self.scheduling, host_ttl_s=self.host_ttl_s)
+
+
+def _host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path``, without surrounding whitespace; an empty file is an error."""
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"token file {path} is empty")
+    return token
+
+
+def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> SchedulerConfig:
+    """Settings from the file at ``path`` (if any), then the environment, then ``overrides``.
+
+    ``overrides`` are the flags: ``listen``, ``token_file`` and ``log_level``; None values
+    are ignored.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw = dict(loaded)
+    token: str | None = None
+    token_file = raw.pop("token_file", None)
+    if token_file is not None:
+        if not isinstance(token_file, str):
+            raise ConfigError("token_file: expected a path")
+        token = read_token_file(token_file)
+    scheduling_raw = raw.pop("scheduling", None) or {}
+    if not isinstance(scheduling_raw, dict):
+        raise ConfigError("scheduling: expected a mapping")
+    if env_listen := os.environ.get(ENV_LISTEN, "").strip():
+        raw["listen"] = env_listen
+    if env_token := os.environ.get(ENV_TOKEN, "").strip():
+        token = env_token
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "token_file":
+            token = read_token_file(value)
+        else:
+            raw[key] = value
+    if "token" in raw:
+        raise ConfigError("unknown setting 'token': put the token in a file and set token_file")
+    values = _typed_fields(SchedulerConfig, raw, skip={"scheduling", "token"})
+    for key, reason in _SCHEDULING_KEYS_ELSEWHERE.items():
+        if key in scheduling_raw:
+            raise ConfigError(f"scheduling.{key}: {reason}")
+    scheduling_values = _typed_fields(
+        SchedulerSettings,
+        scheduling_raw,
+        skip=set(_SCHEDULING_KEYS_ELSEWHERE),
+        prefix="scheduling.",
+    )
+    try:
+        scheduling = SchedulerSettings(**scheduling_values)
+    except ValueError as exc:
+        raise ConfigError(f"scheduling: {exc}") from exc
+    return SchedulerConfig(**values, token=token, scheduling=scheduling)
+
+
+def _typed_fields(
+    cls: type[Any], raw: Mapping[str, Any], skip: set[str], prefix: str = ""
+) -> dict[str, Any]:
+    """Check ``raw`` against the dataclass fields of ``cls``: names known, types right."""
+    specs = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        spec = specs.get(key)
+        if spec is None:
+            extra = [] if prefix else list(_FILE_ONLY_KEYS)
+            known = ", ".join(sorted([*specs, *extra]))
+            raise ConfigError(f"unknown setting {prefix + key!r}; known: {known}")
+        values[key] = _typed(f"{prefix}{key}", str(spec.type), value)
+    return values
+
+
+def _typed(name: str, annotation: str, value: Any) -> Any:
+    """YAML is typed already: accept the declared type only (an int where a float goes)."""
+    if value is None and annotation.endswith("| None"):
+        return None
+    base = annotation.removesuffix(" | None")
+    if base == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if base == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base == "str" and isinstance(value, str):
+        return value
+    if base == "bool" and isinstance(value, bool):
+        return value
+    raise ConfigError(f"{name}: expected {annotation}, got {value!r}")

@@ -1,0 +1,398 @@
+"""The OpenAPI 3.1 document of the scheduler API, served at ``/api/v1/openapi.json``.
+
+Written by hand next to ``wire`` (which implements the same shapes); the integration tests
+validate the document, check that every route of the app appears in it, and check real
+responses against its schemas. The reason enums come from the core so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scheduler.core import DecisionReason
+from scheduler.service.fields import MAX_ID_CHARS, MAX_INT, MAX_LABEL_CHARS
+from scheduler.service.wire import MAX_PIECES_PER_TASK, MAX_REPORTS_PER_BATCH
+
+JSON = "application/json"
+_BACK_TO_SOURCE_REASONS = [
+    DecisionReason.SEED_PEER,
+    DecisionReason.ALREADY_BACK_TO_SOURCE,
+    DecisionReason.NO_SOURCE_IN_SWARM,
+    DecisionReason.GAVE_UP_WAITING,
+    DecisionReason.EMPTY_TASK,
+]
+_RETRY_LATER_REASONS = [r for r in DecisionReason if r not in _BACK_TO_SOURCE_REASONS]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
+_NUMBER = {"type": "number", "minimum": 0, "maximum": MAX_INT}
+_LABEL = {"type": "string", "maxLength": MAX_LABEL_CHARS, "pattern": "^[^\\u0000-\\u001f\\u007f]*$"}
+
+SCHEMAS: dict[str, Any] = {
+    "Identifier": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ID_CHARS,
+        "pattern": "^[^\\s\\u0000-\\u001f\\u007f]+$",
+        "description": "An id chosen by the client: no spaces or control characters.",
+    },
+    "Digest": {
+        "type": "string",
+        "maxLength": MAX_ID_CHARS,
+        "pattern": "^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$",
+        "description": "An OCI digest; sha256 digests have 64 lowercase hex digits.",
+        "examples": ["sha256:" + "0" * 64],
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "What was wrong, for humans."},
+            "field": {
+                "type": "string",
+                "description": "The JSON path of the refused field (`reports[2].cost_s`), "
+                "or `body` when the body as a whole is unusable.",
+            },
+        },
+    },
+    "Empty": {"type": "object", "additionalProperties": False},
+    "HostAnnouncement": _object(
+        [
+            "host_id",
+            "address",
+            "piece_port",
+            "upload_capacity_bps",
+            "download_capacity_bps",
+            "upload_slots",
+        ],
+        host_id=_ref("Identifier"),
+        address={
+            "type": "string",
+            "maxLength": 253,
+            "description": "IP address or DNS name other peers fetch pieces from.",
+        },
+        piece_port={"type": "integer", "minimum": 1, "maximum": 65535},
+        upload_capacity_bps=_NUMBER,
+        download_capacity_bps=_NUMBER,
+        upload_slots={**_COUNT, "description": "Children this host serves at once."},
+        is_seed={"type": "boolean", "default": False},
+        idc={**_LABEL, "default": ""},
+        rack={**_LABEL, "default": "", "description": "Unique within its idc."},
+        location={
+            **_LABEL,
+            "default": "",
+            "description": "`|`-separated, most general first: `country|region|city`.",
+        },
+        upload_count={**_COUNT, "default": 0, "description": "Uploads in progress now."},
+        upload_bps={**_NUMBER, "default": 0, "description": "Current upload rate."},
+    ),
+    "HostAccepted": _object(
+        ["host_ttl_s"],
+        host_ttl_s={
+            "type": "number",
+            "description": "Announce again within this many seconds or the host expires.",
+        },
+    ),
+    "PeerRegistration": _object(
+        ["peer_id", "task_id", "host_id", "size_bytes", "piece_bytes"],
+        peer_id=_ref("Identifier"),
+        task_id={**_ref("Digest"), "description": "The blob digest."},
+        host_id=_ref("Identifier"),
+        size_bytes=_COUNT,
+        piece_bytes={
+            **_COUNT,
+            "minimum": 1,
+            "description": f"At most {MAX_PIECES_PER_TASK} pieces per blob.",
+        },
+        pieces={
+            "type": "array",
+            "items": _COUNT,
+            "maxItems": MAX_PIECES_PER_TASK,
+            "description": "Pieces the peer already holds (re-registration).",
+        },
+    ),
+    "PieceReport": _object(
+        ["piece_index", "parent_id", "size_bytes", "cost_s", "ok"],
+        piece_index=_COUNT,
+        parent_id={
+            "oneOf": [_ref("Identifier"), {"type": "null"}],
+            "description": "The parent peer; null for the origin registry.",
+        },
+        size_bytes=_COUNT,
+        cost_s={**_NUMBER, "description": "Seconds the transfer took."},
+        ok={"type": "boolean"},
+        digest={
+            "oneOf": [_ref("Digest"), {"type": "null"}],
+            "description": "Digest of the bytes received. From the origin or a seed peer, "
+            "the first one becomes the trusted digest of the piece; a different digest "
+            "later is a 409.",
+        },
+    ),
+    "PieceReports": _object(
+        ["reports"],
+        reports={"type": "array", "items": _ref("PieceReport"), "maxItems": MAX_REPORTS_PER_BATCH},
+    ),
+    "BlockRequest": _object(["parent_id"], parent_id=_ref("Identifier")),
+    "FailureReport": _object(
+        [],
+        reason={**_LABEL, "minLength": 1, "examples": ["digest_mismatch"]},
+    ),
+    "PieceDigests": {
+        "type": "object",
+        "propertyNames": {"pattern": "^(0|[1-9][0-9]*)$"},
+        "additionalProperties": _ref("Digest"),
+        "description": "Trusted piece digests by piece index (as a string).",
+    },
+    "TaskPieces": _object(["piece_digests"], piece_digests=_ref("PieceDigests")),
+    "ParentChoice": _object(
+        ["peer_id", "host_id", "address", "piece_port", "score"],
+        peer_id=_ref("Identifier"),
+        host_id=_ref("Identifier"),
+        address={"type": "string"},
+        piece_port={"type": "integer", "minimum": 1, "maximum": 65535},
+        score={"type": "number", "description": "Evaluator score; higher is better."},
+    ),
+    "ParentsDecision": _object(
+        ["action", "parents", "piece_digests"],
+        action={"const": "parents"},
+        parents={
+            "type": "array",
+            "items": _ref("ParentChoice"),
+            "description": "Best first; replaces the previous parents. Empty only when a "
+            "peer registers holding every piece.",
+        },
+        piece_digests=_ref("PieceDigests"),
+    ),
+    "BackToSourceDecision": _object(
+        ["action", "reason"],
+        action={"const": "back_to_source"},
+        reason={"enum": [str(r) for r in _BACK_TO_SOURCE_REASONS]},
+    ),
+    "RetryLaterDecision": _object(
+        ["action", "after_s", "reason"],
+        action={"const": "retry_later"},
+        after_s={"type": "number", "minimum": 0},
+        reason={"enum": [str(r) for r in _RETRY_LATER_REASONS]},
+    ),
+    "Decision": {
+        "oneOf": [
+            _ref("ParentsDecision"),
+            _ref("BackToSourceDecision"),
+            _ref("RetryLaterDecision"),
+        ],
+        "discriminator": {
+            "propertyName": "action",
+            "mapping": {
+                "parents": "#/components/schemas/ParentsDecision",
+                "back_to_source": "#/components/schemas/BackToSourceDecision",
+                "retry_later": "#/components/schemas/RetryLaterDecision",
+            },
+        },
+    },
+    "Health": _object(
+        ["status", "hosts", "peers", "tasks"],
+        status={"const": "ok"},
+        hosts=_COUNT,
+        peers=_COUNT,
+        tasks=_COUNT,
+    ),
+}
+
+_ERRORS = {
+    "400": "A field is missing, of the wrong type or out of range; `field` names it.",
+    "401": "The cluster token is missing or wrong.",
+    "404": "Unknown peer or host (never registered, left, or expired).",
+    "409": "The request contradicts the state: another size for the task, a peer id already "
+    "registered on another host or task, a piece digest other than the trusted one.",
+    "413": "The body is larger than 1 MiB.",
+}
+
+
+def _operation(
+    summary: str,
+    response: str,
+    errors: tuple[str, ...],
+    body: str | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": {"description": "OK", "content": {JSON: {"schema": _ref(response)}}},
+            **{code: {"$ref": f"#/components/responses/Error{code}"} for code in errors},
+        },
+    }
+    if description:
+        operation["description"] = description
+    if body is not None:
+        # Bodies with no required field may be left out entirely.
+        required = bool(SCHEMAS[body].get("required"))
+        operation["requestBody"] = {
+            "required": required,
+            "content": {JSON: {"schema": _ref(body)}},
+        }
+    return operation
+
+
+def _path_parameter(name: str, schema: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _ref(schema)}
+
+
+_PEER = [_path_parameter("peer_id", "Identifier")]
+_WRITE = ("400", "401", "413")
+_DECISION_DOC = "Answers a decision: fetch from these parents, go to the origin, or ask again."
+_PUBLIC: list[dict[str, list[str]]] = []
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Starling p2p-scheduler API",
+        "version": "1",
+        "description": "Peers announce their host, register one peer per blob (task), ask "
+        "for parents, report piece transfers and say when they finish, fail or leave. "
+        "Every error is JSON `{error, field?}`. Requests need the cluster token as a bearer "
+        "token when the scheduler has one.",
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"clusterToken": []}],
+    "paths": {
+        "/api/v1/hosts": {
+            "post": _operation(
+                "Announce a host (join, or stay alive within host_ttl_s)",
+                "HostAccepted",
+                _WRITE,
+                "HostAnnouncement",
+            )
+        },
+        "/api/v1/hosts/{host_id}": {
+            "parameters": [_path_parameter("host_id", "Identifier")],
+            "delete": _operation(
+                "The host leaves; its peers leave with it", "Empty", _WRITE + ("404",)
+            ),
+        },
+        "/api/v1/peers": {
+            "post": _operation(
+                "Register (or re-register) a peer for a task, then schedule it",
+                "Decision",
+                _WRITE + ("404", "409"),
+                "PeerRegistration",
+                _DECISION_DOC,
+            )
+        },
+        "/api/v1/peers/{peer_id}": {
+            "parameters": _PEER,
+            "delete": _operation(
+                "The peer leaves (cancelled, evicted, shutting down)", "Empty", _WRITE + ("404",)
+            ),
+        },
+        "/api/v1/peers/{peer_id}/schedule": {
+            "parameters": _PEER,
+            "post": _operation(
+                "Ask for parents again", "Decision", _WRITE + ("404", "409"), "Empty", _DECISION_DOC
+            ),
+        },
+        "/api/v1/peers/{peer_id}/pieces": {
+            "parameters": _PEER,
+            "post": _operation(
+                "Report a batch of piece transfers",
+                "Empty",
+                _WRITE + ("404", "409"),
+                "PieceReports",
+                "A failed piece blocks its parent for this peer. The batch is applied whole "
+                "or not at all.",
+            ),
+        },
+        "/api/v1/peers/{peer_id}/block": {
+            "parameters": _PEER,
+            "post": _operation(
+                "Block a slow or unreachable parent for this peer and reschedule at once",
+                "Decision",
+                _WRITE + ("404", "409"),
+                "BlockRequest",
+                _DECISION_DOC,
+            ),
+        },
+        "/api/v1/peers/{peer_id}/finished": {
+            "parameters": _PEER,
+            "post": _operation(
+                "The peer holds the whole blob and verified its digest",
+                "Empty",
+                _WRITE + ("404",),
+                "Empty",
+            ),
+        },
+        "/api/v1/peers/{peer_id}/failed": {
+            "parameters": _PEER,
+            "post": _operation(
+                "The peer gave up on the task",
+                "Empty",
+                _WRITE + ("404",),
+                "FailureReport",
+                "Trusted digests the peer contributed are dropped.",
+            ),
+        },
+        "/api/v1/tasks/{task_id}/pieces": {
+            "parameters": [_path_parameter("task_id", "Digest")],
+            "get": _operation(
+                "The task's trusted piece digests (empty for an unknown task)",
+                "TaskPieces",
+                ("400", "401"),
+            ),
+        },
+        "/api/v1/openapi.json": {
+            "get": {
+                "summary": "This document (no token needed)",
+                "security": _PUBLIC,
+                "responses": {"200": {"description": "OK", "content": {JSON: {"schema": {}}}}},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness and state sizes (no token needed)",
+                "security": _PUBLIC,
+                "responses": {
+                    "200": {"description": "OK", "content": {JSON: {"schema": _ref("Health")}}}
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics, p2p_scheduler_* (no token needed)",
+                "security": _PUBLIC,
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "clusterToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The cluster token (--token-file or STARLING_TOKEN).",
+            }
+        },
+        "schemas": SCHEMAS,
+        "responses": {
+            f"Error{code}": {"description": text, "content": {JSON: {"schema": _ref("Error")}}}
+            for code, text in _ERRORS.items()
+        },
+    },
+}

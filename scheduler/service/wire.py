@@ -1,0 +1,182 @@
+"""The JSON contract: request bodies into core events, decisions into response bodies.
+
+Every field is checked here with a message naming it (see ``fields``); the core events
+check their invariants again, which only matters for callers other than the service.
+``openapi`` documents the same shapes; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from scheduler.core import (
+    BackToSource,
+    Decision,
+    HostAnnounced,
+    Parents,
+    PeerRegistered,
+    PieceReport,
+    PiecesReported,
+    RetryLater,
+)
+from scheduler.service.fields import (
+    MAX_LABEL_CHARS,
+    ObjectReader,
+    as_address,
+    as_identifier,
+    as_int,
+    as_label,
+    bad,
+)
+
+# A task's piece availability and bitmasks grow with its piece count, so one request must
+# not be able to create a task with billions of pieces. A 1 TiB blob in 64 MiB pieces has
+# 16,384; peers cut blobs into about 500.
+MAX_PIECES_PER_TASK = 1 << 20
+# Reports in one batch; peers send a batch every fraction of a second, far fewer than this.
+# 4096 reports with digests take about 700 KB, so the count, not the body size limit
+# (api.MAX_BODY_BYTES), is what a client runs into first.
+MAX_REPORTS_PER_BATCH = 4096
+
+ACTION_PARENTS = "parents"
+ACTION_BACK_TO_SOURCE = "back_to_source"
+ACTION_RETRY_LATER = "retry_later"
+
+
+def host_announced(body: object) -> HostAnnounced:
+    """``POST /api/v1/hosts``."""
+    r = ObjectReader(body)
+    event = HostAnnounced(
+        host_id=r.identifier("host_id"),
+        address=as_address(r.get("address"), "address"),
+        piece_port=r.integer("piece_port", 1, 65535),
+        upload_capacity_bps=r.number("upload_capacity_bps"),
+        download_capacity_bps=r.number("download_capacity_bps"),
+        upload_slots=r.integer("upload_slots"),
+        is_seed=r.optional_boolean("is_seed"),
+        idc=r.label("idc"),
+        rack=r.label("rack"),
+        location=r.label("location"),
+        upload_count=r.optional_integer("upload_count"),
+        upload_bps=r.optional_number("upload_bps"),
+    )
+    r.done()
+    return event
+
+
+def peer_registered(body: object) -> PeerRegistered:
+    """``POST /api/v1/peers``."""
+    r = ObjectReader(body)
+    peer_id = r.identifier("peer_id")
+    task_id = r.digest("task_id")
+    host_id = r.identifier("host_id")
+    size_bytes = r.integer("size_bytes")
+    piece_bytes = r.integer("piece_bytes", minimum=1)
+    piece_count = -(-size_bytes // piece_bytes)
+    if piece_count > MAX_PIECES_PER_TASK:
+        raise bad(
+            "piece_bytes",
+            f"{size_bytes} bytes in pieces of {piece_bytes} bytes make {piece_count} pieces; "
+            f"at most {MAX_PIECES_PER_TASK} are allowed",
+        )
+    pieces: set[int] = set()
+    for number, item in enumerate(r.array("pieces", MAX_PIECES_PER_TASK, required=False)):
+        field = f"pieces[{number}]"
+        if piece_count == 0:
+            raise bad(field, "an empty blob has no pieces")
+        pieces.add(as_int(item, field, 0, piece_count - 1))
+    r.done()
+    return PeerRegistered(peer_id, task_id, host_id, size_bytes, piece_bytes, frozenset(pieces))
+
+
+def pieces_reported(peer_id: str, body: object) -> PiecesReported:
+    """``POST /api/v1/peers/{peer_id}/pieces``."""
+    r = ObjectReader(body)
+    items = r.array("reports", MAX_REPORTS_PER_BATCH)
+    reports = tuple(_piece_report(item, f"reports[{n}]") for n, item in enumerate(items))
+    r.done()
+    return PiecesReported(peer_id, reports)
+
+
+def _piece_report(item: object, path: str) -> PieceReport:
+    r = ObjectReader(item, path)
+    piece_index = r.integer("piece_index", maximum=MAX_PIECES_PER_TASK - 1)
+    report = PieceReport(
+        piece_index=piece_index,
+        # Null means the origin, but the field must be there: a peer that forgets it must
+        # not pass for one that went to the origin, whose reports set trusted digests.
+        parent_id=r.nullable_identifier("parent_id"),
+        size_bytes=r.integer("size_bytes"),
+        cost_s=r.number("cost_s"),
+        ok=r.boolean("ok"),
+        digest=r.optional_digest("digest"),
+    )
+    r.done()
+    return report
+
+
+def blocked_parent(peer_id: str, body: object) -> str:
+    """``POST /api/v1/peers/{peer_id}/block``: the parent to block."""
+    r = ObjectReader(body)
+    parent_id = r.identifier("parent_id")
+    r.done()
+    if parent_id == peer_id:
+        raise bad("parent_id", "a peer is not its own parent")
+    return parent_id
+
+
+def failure_reason(body: object) -> str | None:
+    """``POST /api/v1/peers/{peer_id}/failed``: the peer's reason, if it gave one."""
+    r = ObjectReader(body)
+    value = r.get("reason", required=False)
+    r.done()
+    if value is None:
+        return None
+    reason = as_label(value, "reason")
+    if not reason:
+        raise bad("reason", f"must be 1..{MAX_LABEL_CHARS} characters (or omitted)")
+    return reason
+
+
+def no_fields(body: object) -> None:
+    """Endpoints whose body is empty or ``{}``."""
+    ObjectReader(body).done()
+
+
+def path_identifier(value: str, name: str) -> str:
+    """An id from the URL path, held to the same rules as in a body."""
+    return as_identifier(value, name)
+
+
+def decision_json(decision: Decision, piece_digests: Mapping[int, str]) -> dict[str, Any]:
+    if isinstance(decision, Parents):
+        return {
+            "action": ACTION_PARENTS,
+            "parents": [
+                {
+                    "peer_id": choice.peer_id,
+                    "host_id": choice.host_id,
+                    "address": choice.address,
+                    "piece_port": choice.piece_port,
+                    # JSON has no NaN; an evaluator that produced one ranked it last anyway.
+                    "score": choice.score if math.isfinite(choice.score) else 0.0,
+                }
+                for choice in decision.parents
+            ],
+            "piece_digests": digests_json(piece_digests),
+        }
+    if isinstance(decision, BackToSource):
+        return {"action": ACTION_BACK_TO_SOURCE, "reason": str(decision.reason)}
+    assert isinstance(decision, RetryLater)
+    return {
+        "action": ACTION_RETRY_LATER,
+        "after_s": decision.after_s,
+        "reason": str(decision.reason),
+    }
+
+
+def digests_json(piece_digests: Mapping[int, str]) -> dict[str, str]:
+    """JSON object keys are strings: ``{"0": "sha256:...", ...}`` in piece order."""
+    return {str(index): piece_digests[index] for index in sorted(piece_digests)}
