@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from peer.origin import OriginFetcher, PieceFetchError
+from peer.piece_hasher import SpanHasher
 from peer.task import BlobTask, TaskFailed
 from registry_proxy.ranges import ByteRange
 
@@ -108,15 +109,19 @@ class OriginSupplier:
             while pending and layout.stop(pending[0]) <= end:
                 index = pending.popleft()
                 now = time.monotonic()
-                # Hash the piece on a thread while this request keeps receiving.
+                # Record the piece (its digest was computed on the way in) while the request
+                # keeps receiving.
                 recording.append(
-                    asyncio.create_task(self._record(task, index, now - piece_started))
+                    asyncio.create_task(
+                        self._record(task, index, now - piece_started, hasher.digests[index])
+                    )
                 )
                 piece_started = now
 
         byte_range = ByteRange(layout.start(span[0]), layout.stop(span[-1]))
+        hasher = SpanHasher(layout, span[0])
         try:
-            await self._fetcher.fetch_range(task.fd, byte_range, whole, on_written)
+            await self._fetcher.fetch_range(task.fd, byte_range, whole, on_written, hasher)
         except PieceFetchError as exc:
             failed = pending[0]
             self._failures[failed] += 1
@@ -137,6 +142,6 @@ class OriginSupplier:
         finally:
             await asyncio.gather(*recording)
 
-    async def _record(self, task: BlobTask, index: int, cost_s: float) -> None:
-        digest = await task.record_piece(index)
+    async def _record(self, task: BlobTask, index: int, cost_s: float, digest: str) -> None:
+        await task.record_piece(index, digest=digest)
         self._on_piece(PieceTransfer(index, None, task.layout.size(index), cost_s, True, digest))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from peer.backsource import OriginSupplier, PieceTransfer
 from peer.metrics import PeerMetrics
 from peer.parent_client import ParentClient, ParentError
+from peer.piece_hasher import SpanHasher
 from peer.piece_picker import pick_pieces
 from peer.reporter import TransferReporter
 from peer.scheduler_client import (
@@ -234,10 +235,11 @@ class SwarmSupplier:
         reporter: TransferReporter,
     ) -> None:
         layout = task.layout
+        hasher = SpanHasher(layout, index)
         cost_s = await self._parents.fetch_piece(
-            parent, task.digest, index, task.fd, layout.start(index), layout.size(index)
+            parent, task.digest, index, task.fd, layout.start(index), layout.size(index), hasher
         )
-        digest = await task.record_piece(index, swarm.digests[index])
+        digest = await task.record_piece(index, swarm.digests[index], hasher.digests[index])
         source = "seed" if parent.peer_id in swarm.seeds else "peer"
         self._metrics.download_bytes.labels(source).inc(layout.size(index))
         reporter.add(PieceTransfer(index, parent.peer_id, layout.size(index), cost_s, True, digest))

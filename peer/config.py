@@ -63,6 +63,8 @@ class PeerConfig:
     piece_listen: str = "127.0.0.1:65002"
     # Address other peers use to reach the piece server (default: piece_listen's host).
     advertise_address: str | None = None
+    # Port other peers use, when it differs from the bound one (port mapping, a proxy).
+    advertise_port: int = 0
     host_id: str = field(default_factory=socket.gethostname)
     seed: bool = False  # seed peers go to the registry first and keep what they fetch
     idc: str = ""

@@ -156,7 +156,7 @@ class PeerDaemon:
         return HostAnnouncement(
             host_id=config.host_id,
             address=address,
-            piece_port=self.piece_port,
+            piece_port=config.advertise_port or self.piece_port,
             upload_capacity_bps=config.upload_capacity_bps,
             download_capacity_bps=config.download_capacity_bps,
             upload_slots=config.upload_slots,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from peer.piece_hasher import SpanHasher
 from registry_proxy.errors import UpstreamError
 from registry_proxy.ranges import ByteRange
 from registry_proxy.upstream import Upstream, UpstreamClient
@@ -43,11 +44,13 @@ class OriginFetcher:
         byte_range: ByteRange,
         whole_blob: bool,
         on_written: Callable[[int], Awaitable[None]],
+        hasher: SpanHasher | None = None,
     ) -> None:
         """Fetch ``byte_range`` into ``fd`` at its offset.
 
         ``on_written(end)`` is awaited each time the bytes up to offset ``end`` are in
-        the file, so the caller can use pieces before the whole range has arrived.
+        the file, so the caller can use pieces before the whole range has arrived;
+        ``hasher`` sees every byte on its way to the file.
         Raises :class:`PieceFetchError` for anything worth retrying: a refused
         connection, an error status, a body of the wrong length, a read timeout.
         """
@@ -70,7 +73,7 @@ class OriginFetcher:
                     f"{origin.upstream.registry} answered {response.status} for "
                     f"{origin.digest} range {byte_range.header()}"
                 )
-            await _write_body(response, fd, byte_range, on_written)
+            await _write_body(response, fd, byte_range, on_written, hasher)
 
 
 async def _write_body(
@@ -78,6 +81,7 @@ async def _write_body(
     fd: int,
     byte_range: ByteRange,
     on_written: Callable[[int], Awaitable[None]],
+    hasher: SpanHasher | None,
 ) -> None:
     offset = byte_range.start
     batch: list[bytes] = []
@@ -90,7 +94,7 @@ async def _write_body(
             batched += len(chunk)
             if batched >= WRITE_BATCH_BYTES:
                 # Writes go to a thread: a slow disk must not block the event loop.
-                await asyncio.to_thread(_pwrite_all, fd, batch, offset)
+                await asyncio.to_thread(write_chunks, fd, batch, offset, hasher)
                 offset += batched
                 batch, batched = [], 0
                 await on_written(offset)
@@ -100,7 +104,7 @@ async def _write_body(
         raise PieceFetchError(f"writing the task file failed: {exc}") from exc
     if batch:
         try:
-            await asyncio.to_thread(_pwrite_all, fd, batch, offset)
+            await asyncio.to_thread(write_chunks, fd, batch, offset, hasher)
         except OSError as exc:
             raise PieceFetchError(f"writing the task file failed: {exc}") from exc
         offset += batched
@@ -111,8 +115,13 @@ async def _write_body(
         )
 
 
-def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> None:
-    """Write ``chunks`` back to back at ``offset`` with vectored writes (no joining)."""
+def write_chunks(fd: int, chunks: list[bytes], offset: int, hasher: SpanHasher | None) -> None:
+    """Hash (optionally) and write ``chunks`` back to back at ``offset``, no joining.
+
+    Runs on a worker thread: both hashing and writing release the GIL.
+    """
+    if hasher is not None:
+        hasher.update(chunks, offset)
     views = [memoryview(chunk) for chunk in chunks]
     while views:
         written = os.pwritev(fd, views, offset)

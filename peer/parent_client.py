@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 
 import aiohttp
 
+from peer.origin import write_chunks
+from peer.piece_hasher import SpanHasher
 from peer.scheduler_client import ParentInfo
 
 PIECE_READ_BYTES = 1024 * 1024
@@ -64,9 +65,19 @@ class ParentClient:
             raise ParentError("unreachable", f"{url}: {exc!r}") from exc
 
     async def fetch_piece(
-        self, parent: ParentInfo, task_id: str, index: int, fd: int, offset: int, size: int
+        self,
+        parent: ParentInfo,
+        task_id: str,
+        index: int,
+        fd: int,
+        offset: int,
+        size: int,
+        hasher: SpanHasher,
     ) -> float:
-        """Write piece ``index`` into ``fd`` at ``offset``; returns the seconds it took."""
+        """Write piece ``index`` into ``fd`` at ``offset``, hashing it on the way.
+
+        Returns the seconds it took.
+        """
         url = f"{parent.url}/api/v1/tasks/{task_id}/pieces/{index}"
         started = time.monotonic()
         try:
@@ -75,11 +86,20 @@ class ParentClient:
                     reason = "busy" if resp.status == 503 else f"status_{resp.status}"
                     raise ParentError(reason, f"{url}: {resp.status}")
                 position = offset
-                async for chunk in resp.content.iter_chunked(PIECE_READ_BYTES):
-                    if position + len(chunk) > offset + size:
+                batch: list[bytes] = []
+                batched = 0
+                async for chunk in resp.content.iter_any():
+                    if position + batched + len(chunk) > offset + size:
                         raise ParentError("too_long", f"{url}: more than {size} bytes")
-                    await asyncio.to_thread(os.pwrite, fd, chunk, position)
-                    position += len(chunk)
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if batched >= PIECE_READ_BYTES:
+                        await asyncio.to_thread(write_chunks, fd, batch, position, hasher)
+                        position += batched
+                        batch, batched = [], 0
+                if batch:
+                    await asyncio.to_thread(write_chunks, fd, batch, position, hasher)
+                    position += batched
                 if position != offset + size:
                     raise ParentError("short", f"{url}: {position - offset} of {size} bytes")
         except (aiohttp.ClientError, TimeoutError) as exc:

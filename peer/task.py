@@ -200,13 +200,18 @@ class BlobTask:
     def present_pieces(self) -> list[int]:
         return self._pieces.present()
 
-    async def record_piece(self, index: int, expected: str | None = None) -> str:
-        """Hash a piece now in the file and mark it present; returns its digest.
+    async def record_piece(
+        self, index: int, expected: str | None = None, digest: str | None = None
+    ) -> str:
+        """Mark a piece now in the file present; returns its digest.
 
-        With ``expected`` (a trusted digest), a mismatch raises :class:`PieceCorrupt`
-        and the piece stays missing: its bytes never reach a client.
+        ``digest`` is the piece's sha256 if the supplier computed it on the way in;
+        otherwise the piece is read back and hashed on a worker thread. With
+        ``expected`` (a trusted digest), a mismatch raises :class:`PieceCorrupt` and
+        the piece stays missing: its bytes never reach a client.
         """
-        digest = await asyncio.to_thread(self._piece_digest, index)
+        if digest is None:
+            digest = await asyncio.to_thread(self._piece_digest, index)
         if expected is not None and digest != expected:
             raise PieceCorrupt(f"piece {index} has digest {digest}, expected {expected}")
         self._digests[index] = digest
