@@ -47,6 +47,7 @@ class PeerDaemon:
         self._engine: Engine | None = None
         self.mirror_port = 0
         self.piece_port = 0
+        self._stopped = False
 
     @property
     def engine(self) -> Engine:
@@ -92,6 +93,10 @@ class PeerDaemon:
         )
 
     async def stop(self) -> None:
+        """Leave the scheduler and close everything; calling it again does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._announcer is not None:
             self._announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

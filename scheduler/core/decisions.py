@@ -30,6 +30,7 @@ class DecisionReason(enum.StrEnum):
     ALREADY_BACK_TO_SOURCE = "already_back_to_source"
     NO_SOURCE_IN_SWARM = "no_source_in_swarm"  # no seed and no pieces: within the quota
     GAVE_UP_WAITING = "gave_up_waiting"  # too many retries; past the quota
+    SWARM_CANNOT_SERVE = "swarm_cannot_serve"  # the child blocked every holder; past the quota
     EMPTY_TASK = "empty_task"  # a zero-byte blob has no pieces to share
     WAITING_FOR_SEED = "waiting_for_seed"  # a seed peer exists but holds nothing yet
     WAITING_FOR_SOURCE = "waiting_for_source"  # the quota is in use; wait for their pieces

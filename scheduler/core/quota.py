@@ -5,7 +5,10 @@ The origin registry is the scarce resource: ideally it sends each blob once. So:
 1. A seed peer always fetches from the origin: that is what seed peers are for.
 2. A normal peer gets parents whenever one passes the filters.
 3. Otherwise, if some other peer holds pieces, it waits: a parent will free up or get
-   what it lacks.
+   what it lacks. Peers the child has blocked do not count (it will never take pieces
+   from them): when the child has blocked every other peer of the task and some of them
+   hold pieces, the swarm cannot serve it, and after a few retries (others may join) it
+   goes to the origin past the quota.
 4. Otherwise, if a seed peer works on the task, or a seed host is alive and the task is
    younger than ``seed_wait_s`` (a seed is likely about to register), it waits.
 5. Otherwise up to ``back_to_source_quota`` normal peers go to the origin; the rest wait.
@@ -53,6 +56,12 @@ def without_parent(
 
     other_holders = len(task.holders) - (1 if child.peer_id in task.holders else 0)
     if other_holders > 0:
+        # Only the small blocked set is walked: the parents this child gave up on.
+        blocked_peers = sum(1 for p in child.blocked_parent_ids if p in task.peers)
+        all_blocked = blocked_peers >= len(task.peers) - 1
+        if all_blocked and child.retry_count >= settings.back_to_source_when_all_blocked_after:
+            # Every other peer failed this child: waiting would stall its pull forever.
+            return BackToSource(DecisionReason.SWARM_CANNOT_SERVE, rejected)
         return wait(DecisionReason.NO_PARENT_YET)
     if task.seed_peer_count > 0:
         return wait(DecisionReason.WAITING_FOR_SEED)

@@ -24,6 +24,9 @@ class SchedulerSettings:
     # After this many consecutive "retry later" answers a peer is sent to the origin even
     # past the quota, so a swarm that cannot serve it does not stall it forever. None: never.
     back_to_source_after_retries: int | None = 30
+    # A peer that has blocked every other peer of its task (they all failed it) is sent
+    # to the origin after this many "retry later" answers, without waiting for the above.
+    back_to_source_when_all_blocked_after: int = 3
     # Piece costs kept per parent. Below a full window the costs are too few to treat as
     # normally distributed, so a cost is an outlier only past ``slow_cost_factor`` x mean.
     piece_cost_window: int = 30

@@ -169,3 +169,16 @@ def test_a_finished_peer_asking_for_parents_is_an_error() -> None:
     swarm.full("p")
     with pytest.raises(PeerStateError, match="already holds every piece"):
         swarm.schedule("p")
+
+
+def test_a_child_that_blocked_every_holder_goes_to_the_origin_after_a_few_retries() -> None:
+    from scheduler.core.decisions import BackToSource, DecisionReason, RetryLater
+
+    swarm = Swarm()
+    swarm.full("liar")  # holds every piece; no seed anywhere
+    swarm.peer("victim")
+    swarm.state.block_parent("victim", "liar")
+    answers = [swarm.schedule("victim") for _ in range(4)]
+    assert all(isinstance(a, RetryLater) for a in answers[:3])
+    assert isinstance(answers[3], BackToSource)
+    assert answers[3].reason is DecisionReason.SWARM_CANNOT_SERVE
