@@ -150,8 +150,15 @@ class SwarmSupplier:
             while task.running and task.missing_pieces():
                 now = time.monotonic()
                 if now >= next_refresh:
-                    await self._refresh(task, swarm)
+                    unreachable = await self._refresh(task, swarm)
                     next_refresh = now + REFRESH_S
+                    for parent_id in unreachable:
+                        if load[parent_id]:
+                            continue  # its piece requests will fail and report it
+                        new = await self._give_up_on(task, swarm, parent_id, "unreachable")
+                        if not isinstance(new, UseParents):
+                            return new
+                        self._adopt(swarm, new)
                 missing = [
                     i for i in task.missing_pieces() if i not in fetches and i in swarm.digests
                 ]
@@ -192,11 +199,13 @@ class SwarmSupplier:
                     if error is None:
                         last_progress = time.monotonic()
                         continue
-                    new = await self._parent_failed(task, swarm, parent_id, index, error, reporter)
-                    if new is not None:
-                        if not isinstance(new, UseParents):
-                            return new
-                        self._adopt(swarm, new)
+                    answer = await self._parent_failed(
+                        task, swarm, parent_id, index, error, reporter
+                    )
+                    if answer is not None:
+                        if not isinstance(answer, UseParents):
+                            return answer
+                        self._adopt(swarm, answer)
             return None
         finally:
             for fetch in fetches.values():
@@ -208,8 +217,12 @@ class SwarmSupplier:
         swarm.digests.update(decision.piece_digests)
         swarm.availability = {p: swarm.availability.get(p, frozenset()) for p in swarm.parents}
 
-    async def _refresh(self, task: BlobTask, swarm: _Swarm) -> None:
-        """Read the parents' piece lists, and the trusted digests they need."""
+    async def _refresh(self, task: BlobTask, swarm: _Swarm) -> list[str]:
+        """Read the parents' piece lists, and the trusted digests they need.
+
+        Returns the parents that could not be reached.
+        """
+        unreachable = []
         parents = list(swarm.parents.values())
         lists = await asyncio.gather(
             *(self._parents.piece_list(p, task.digest) for p in parents), return_exceptions=True
@@ -217,6 +230,8 @@ class SwarmSupplier:
         for parent, listed in zip(parents, lists, strict=True):
             if isinstance(listed, BaseException):
                 swarm.availability[parent.peer_id] = frozenset()
+                if isinstance(listed, ParentError) and listed.reason == "unreachable":
+                    unreachable.append(parent.peer_id)
                 continue
             swarm.availability[parent.peer_id] = listed.pieces
             if listed.seed:
@@ -225,6 +240,7 @@ class SwarmSupplier:
         if any(i not in swarm.digests for i in offered if not task.has_piece(i)):
             with contextlib.suppress(SchedulerRejected):
                 swarm.digests.update(await self._scheduler.task_digests(task.digest))
+        return unreachable
 
     async def _fetch(
         self,
@@ -264,17 +280,17 @@ class SwarmSupplier:
                 raise error
             raise TaskFailed(f"fetching piece {index} from {parent_id}: {error!r}") from error
         reason = error.reason if isinstance(error, ParentError) else "corrupt"
-        self._metrics.parent_failures.labels(reason).inc()
-        log.warning(
-            "%s: parent %s failed piece %d (%s): %s; blocking it",
-            task.digest,
-            parent_id,
-            index,
-            reason,
-            error,
-        )
+        log.warning("%s: parent %s failed piece %d: %s", task.digest, parent_id, index, error)
         reporter.add(PieceTransfer(index, parent_id, 0, 0.0, False))
+        await reporter.flush()
+        return await self._give_up_on(task, swarm, parent_id, reason)
+
+    async def _give_up_on(
+        self, task: BlobTask, swarm: _Swarm, parent_id: str, reason: str
+    ) -> Decision:
+        """Block a parent for this peer at the scheduler; returns the new decision."""
+        self._metrics.parent_failures.labels(reason).inc()
+        log.warning("%s: blocking parent %s (%s)", task.digest, parent_id, reason)
         swarm.parents.pop(parent_id, None)
         swarm.availability.pop(parent_id, None)
-        await reporter.flush()
         return await self._scheduler.block(self.peer_id, parent_id)

@@ -9,8 +9,9 @@ The origin registry is the scarce resource: ideally it sends each blob once. So:
    from them): when the child has blocked every other peer of the task and some of them
    hold pieces, the swarm cannot serve it, and after a few retries (others may join) it
    goes to the origin past the quota.
-4. Otherwise, if a seed peer works on the task, or a seed host is alive and the task is
-   younger than ``seed_wait_s`` (a seed is likely about to register), it waits.
+4. Otherwise, if a seed peer the child has not blocked works on the task, or a seed
+   host is alive and the task is younger than ``seed_wait_s`` (a seed is likely about to
+   register), it waits.
 5. Otherwise up to ``back_to_source_quota`` normal peers go to the origin; the rest wait.
 6. A peer told to wait ``back_to_source_after_retries`` times in a row goes to the origin
    regardless, so a swarm that cannot serve it never stalls it forever.
@@ -55,15 +56,18 @@ def without_parent(
         return RetryLater(settings.retry_delay_s * jitter, reason, rejected)
 
     other_holders = len(task.holders) - (1 if child.peer_id in task.holders else 0)
-    if other_holders > 0:
-        # Only the small blocked set is walked: the parents this child gave up on.
-        blocked_peers = sum(1 for p in child.blocked_parent_ids if p in task.peers)
-        all_blocked = blocked_peers >= len(task.peers) - 1
-        if all_blocked and child.retry_count >= settings.back_to_source_when_all_blocked_after:
-            # Every other peer failed this child: waiting would stall its pull forever.
+    # Only the small blocked set is walked: the parents this child gave up on.
+    blocked = [task.peers[p] for p in child.blocked_parent_ids if p in task.peers]
+    blocked_holders = sum(1 for peer in blocked if peer.peer_id in task.holders)
+    if other_holders - blocked_holders > 0:
+        return wait(DecisionReason.NO_PARENT_YET)
+    if other_holders > 0 and len(blocked) >= len(task.peers) - 1:
+        # Every other peer failed this child: waiting would stall its pull forever.
+        if child.retry_count >= settings.back_to_source_when_all_blocked_after:
             return BackToSource(DecisionReason.SWARM_CANNOT_SERVE, rejected)
         return wait(DecisionReason.NO_PARENT_YET)
-    if task.seed_peer_count > 0:
+    # A seed the child blocked (dead, or failing it) is not worth waiting for.
+    if task.seed_peer_count - sum(1 for peer in blocked if peer.host.is_seed) > 0:
         return wait(DecisionReason.WAITING_FOR_SEED)
     if seed_hosts_alive and now - task.created_at_s < settings.seed_wait_s:
         return wait(DecisionReason.WAITING_FOR_SEED)

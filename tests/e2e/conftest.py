@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -68,6 +69,9 @@ class PeerProcess:
                 self._process.wait()
         self._process = None
 
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def kill(self) -> None:
         if self._process is not None:
             self._process.kill()
@@ -94,6 +98,65 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
         if line.startswith(wanted + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+class SchedulerProcess:
+    """``p2p-scheduler`` on a free loopback port, with a cluster token."""
+
+    def __init__(self, work_dir: Path, token: str) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.token = token
+        self.log_path = work_dir / "scheduler.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SchedulerProcess:
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.service.cli", "--listen", f"127.0.0.1:{self.port}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "STARLING_TOKEN": self.token},
+        )
+        try:
+            wait_http(f"{self.url}/healthz", timeout_s=20)
+        except Exception as exc:
+            self.kill()
+            raise RuntimeError(
+                f"p2p-scheduler did not start: {exc}\n{log_tail(self.log_path)}"
+            ) from exc
+        return self
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def start_scheduler(tmp_path: Path) -> Iterator[Any]:
+    schedulers: list[SchedulerProcess] = []
+
+    def start(token: str = "e2e-cluster-token") -> SchedulerProcess:
+        scheduler = SchedulerProcess(tmp_path / f"scheduler{len(schedulers)}", token).start()
+        schedulers.append(scheduler)
+        return scheduler
+
+    yield start
+    for scheduler in schedulers:
+        scheduler.kill()
 
 
 @pytest.fixture

@@ -1,0 +1,166 @@
+"""A swarm of real processes: registry, p2p-scheduler, a seed and several p2p-peers."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from peer.pieces import MiB
+from tests.e2e.conftest import PeerProcess, metric_value
+from tests.support.counting_proxy import CountingProxy
+from tests.support.images import PushedImage, push_image
+from tests.support.registry import RegistryProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+def _settings(
+    registry: RegistryProcess, proxy: CountingProxy, scheduler: Any, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "scheduler": scheduler.url,
+        "token": scheduler.token,
+        "upstream": {
+            "default_registry": registry.host,
+            "insecure_registries": [registry.host],
+            "endpoints": {registry.host: proxy.url},
+        },
+        **extra,
+    }
+
+
+def _pull(peer: PeerProcess, image: PushedImage) -> dict[str, str]:
+    got = {}
+    for digest in image.blob_digests:
+        url = f"{peer.url}/v2/{image.repo}/blobs/{digest}?ns={image.registry_host}"
+        sha = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=120) as resp:
+            while chunk := resp.read(1 << 20):
+                sha.update(chunk)
+        got[digest] = "sha256:" + sha.hexdigest()
+    return got
+
+
+def _pull_all_at_once(peers: list[PeerProcess], image: PushedImage) -> None:
+    with ThreadPoolExecutor(len(peers)) as pool:
+        for got in pool.map(lambda p: _pull(p, image), peers):
+            assert got == {d: d for d in image.blob_digests}
+
+
+def _bytes_by_source(peer: PeerProcess) -> dict[str, float]:
+    text = peer.metrics()
+    return {
+        source: metric_value(text, "p2p_peer_download_bytes_total", f'source="{source}"')
+        for source in ("origin", "peer", "seed")
+    }
+
+
+@pytest.fixture
+def image(registry: RegistryProcess, tmp_path: Path) -> PushedImage:
+    return push_image(
+        registry.url,
+        "swarm/app",
+        "v1",
+        [16 * MiB, 4 * MiB, 1 * MiB],
+        seed=21,
+        work_dir=tmp_path / "image",
+    )
+
+
+def test_seed_and_eight_peers_pull_at_once_mostly_from_each_other(
+    registry: RegistryProcess,
+    counting_proxy: CountingProxy,
+    image: PushedImage,
+    start_scheduler: Any,
+    start_peer: Any,
+) -> None:
+    scheduler = start_scheduler()
+    seed = start_peer(
+        "seed", **_settings(registry, counting_proxy, scheduler, seed=True, host_id="seed")
+    )
+    peers = [
+        start_peer(f"peer{i}", **_settings(registry, counting_proxy, scheduler, host_id=f"peer{i}"))
+        for i in range(8)
+    ]
+    _pull_all_at_once([seed, *peers], image)
+
+    registry_bytes = counting_proxy.total_blob_bytes
+    assert registry_bytes <= 1.1 * image.total_blob_bytes, registry_bytes
+    sources = [_bytes_by_source(p) for p in peers]
+    from_swarm = sum(s["peer"] + s["seed"] for s in sources)
+    from_origin = sum(s["origin"] for s in sources)
+    assert from_swarm >= 0.8 * (from_swarm + from_origin), (from_swarm, from_origin)
+    assert (
+        metric_value(scheduler.metrics(), "p2p_scheduler_decisions_total", 'action="parents"') >= 8
+    )
+
+
+def test_parent_killed_mid_transfer_its_children_finish(
+    registry: RegistryProcess,
+    counting_proxy: CountingProxy,
+    image: PushedImage,
+    start_scheduler: Any,
+    start_peer: Any,
+) -> None:
+    scheduler = start_scheduler()
+    # A seed whose uploads crawl, so it dies with transfers in flight.
+    seed = start_peer(
+        "seed",
+        **_settings(
+            registry, counting_proxy, scheduler, seed=True, host_id="seed", upload_rate_bps=2 * MiB
+        ),
+    )
+    assert _pull(seed, image)
+    children = [
+        start_peer(
+            f"child{i}", **_settings(registry, counting_proxy, scheduler, host_id=f"child{i}")
+        )
+        for i in range(2)
+    ]
+    killer = threading.Thread(target=_kill_when_uploading, args=(seed, children), daemon=True)
+    killer.start()
+    _pull_all_at_once(children, image)
+    killer.join()
+    assert not seed.alive()
+
+
+def _kill_when_uploading(seed: PeerProcess, children: list[PeerProcess]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sum(_bytes_by_source(c)["seed"] for c in children) >= 1:
+            seed.kill()  # SIGKILL: no goodbye to the scheduler
+            return
+        time.sleep(0.05)
+
+
+def test_scheduler_killed_during_a_pull_peers_fall_back_to_the_registry(
+    registry: RegistryProcess,
+    counting_proxy: CountingProxy,
+    image: PushedImage,
+    start_scheduler: Any,
+    start_peer: Any,
+) -> None:
+    scheduler = start_scheduler()
+    seed = start_peer(
+        "seed",
+        **_settings(
+            registry, counting_proxy, scheduler, seed=True, host_id="seed", upload_rate_bps=4 * MiB
+        ),
+    )
+    assert _pull(seed, image)
+    child = start_peer("child", **_settings(registry, counting_proxy, scheduler, host_id="child"))
+    killer = threading.Timer(1.0, scheduler.kill)
+    killer.start()
+    try:
+        assert _pull(child, image) == {d: d for d in image.blob_digests}
+    finally:
+        killer.cancel()
+    # The scheduler died mid-pull: what the seed had not sent yet came from the registry.
+    assert _bytes_by_source(child)["origin"] > 0
