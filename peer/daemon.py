@@ -180,8 +180,10 @@ class PeerDaemon:
         was_up = False
         while True:
             try:
-                ttl_s = await scheduler.announce(self._announcement())
-                if not was_up:
+                ttl_s, new_host = await scheduler.announce(self._announcement())
+                if new_host or not was_up:
+                    # A new host to the scheduler (first contact, or it restarted and lost
+                    # its state): tell it what we hold, so others can fetch from us.
                     log.info("scheduler %s reachable; registering cached blobs", scheduler.base_url)
                     await self._reregister(scheduler)
                     was_up = True
@@ -208,6 +210,7 @@ class PeerDaemon:
                     meta.size_bytes,
                     meta.piece_bytes,
                     range(count),
+                    meta.piece_digests if len(meta.piece_digests) == count else None,
                 )
 
 

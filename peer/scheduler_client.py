@@ -135,9 +135,10 @@ class SchedulerClient:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise SchedulerUnavailable(f"{method} {path}: {exc!r}") from exc
 
-    async def announce(self, host: HostAnnouncement) -> float:
+    async def announce(self, host: HostAnnouncement) -> tuple[float, bool]:
+        """Returns the host TTL and whether the scheduler did not know this host."""
         reply = await self._call("POST", "/hosts", asdict(host))
-        return float(reply.get("host_ttl_s", 30.0))
+        return float(reply.get("host_ttl_s", 30.0)), bool(reply.get("new_host", False))
 
     async def leave_host(self, host_id: str) -> None:
         await self._call("DELETE", f"/hosts/{host_id}")
@@ -150,9 +151,13 @@ class SchedulerClient:
         size_bytes: int,
         piece_bytes: int,
         pieces: Iterable[int],
+        piece_digests: list[str] | None = None,
     ) -> Decision | None:
-        """Register (or re-register) a peer; None when it already holds every piece."""
-        body = {
+        """Register (or re-register) a peer; None when it already holds every piece.
+
+        ``piece_digests`` (all of them, in order) only from a peer holding the verified blob.
+        """
+        body: dict[str, Any] = {
             "peer_id": peer_id,
             "task_id": task_id,
             "host_id": host_id,
@@ -160,6 +165,8 @@ class SchedulerClient:
             "piece_bytes": piece_bytes,
             "pieces": sorted(pieces),
         }
+        if piece_digests:
+            body["piece_digests"] = piece_digests
         reply = await self._call("POST", "/peers", body)
         if isinstance(reply, dict) and reply.get("action") in (None, "none", "finished"):
             return None

@@ -79,6 +79,10 @@ class PeerRegistered:
     size_bytes: int
     piece_bytes: int
     pieces: frozenset[int] = field(default_factory=frozenset)
+    # The digest of every piece, in order, from a peer that holds the whole blob and
+    # verified its sha256: such a peer vouches for every piece (after a scheduler restart
+    # no origin report is left to trust).
+    piece_digests: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require_id("peer_id", self.peer_id)
@@ -91,6 +95,14 @@ class PeerRegistered:
         for index in self.pieces:
             if not 0 <= index < piece_count:
                 raise InvalidEventError("pieces", f"piece {index} outside 0..{piece_count - 1}")
+        if self.piece_digests and (
+            len(self.piece_digests) != piece_count or len(self.pieces) != piece_count
+        ):
+            raise InvalidEventError(
+                "piece_digests",
+                f"only a peer holding all {piece_count} pieces may vouch for their digests, "
+                f"one each",
+            )
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,7 @@ class SchedulerState:
                     f"{existing.host.host_id!r} for task {existing.task.task_id!r}"
                 )
             self._check_task_shape(existing.task, event)
+            self._trust_whole_blob_digests(existing, event.piece_digests)
             self._add_pieces(existing, event.pieces)
             return
         task = self.tasks.get(event.task_id)
@@ -181,7 +182,38 @@ class SchedulerState:
         host.peers[peer.peer_id] = peer
         task.peers[peer.peer_id] = peer
         task.seed_peer_count += int(host.is_seed)
+        try:
+            self._trust_whole_blob_digests(peer, event.piece_digests)
+        except ConflictError:
+            self._forget_new_peer(peer)
+            raise
         self._add_pieces(peer, event.pieces)
+
+    def _trust_whole_blob_digests(self, peer: Peer, digests: tuple[str, ...]) -> None:
+        """Take the digests of a peer holding a verified blob for pieces nobody vouched for.
+
+        A digest that differs from a trusted one is a conflict: the registration is refused.
+        """
+        task = peer.task
+        for index, digest in enumerate(digests):
+            trusted = task.piece_digests.get(index)
+            if trusted is not None and trusted != digest:
+                raise DigestConflictError(
+                    f"piece_digests[{index}]", task.task_id, index, trusted, digest
+                )
+        for index, digest in enumerate(digests):
+            if index not in task.piece_digests:
+                task.piece_digests[index] = digest
+                task.digest_sources[index] = peer.peer_id
+                peer.digest_pieces.append(index)
+
+    def _forget_new_peer(self, peer: Peer) -> None:
+        del self.peers[peer.peer_id]
+        del peer.host.peers[peer.peer_id]
+        del peer.task.peers[peer.peer_id]
+        peer.task.seed_peer_count -= int(peer.host.is_seed)
+        if not peer.task.peers:
+            del self.tasks[peer.task.task_id]
 
     def report_pieces(self, event: PiecesReported, now: float) -> None:
         """Record a batch of transfers; checked whole first, so a bad batch changes nothing.

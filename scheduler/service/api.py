@@ -103,7 +103,8 @@ class SchedulerApi:
             state.announce_host(event, now)
             return is_new
 
-        if await self._writer.submit(announce):
+        is_new = await self._writer.submit(announce)
+        if is_new:
             log.info(
                 "host %s joined: %s:%d%s, %d upload slots",
                 event.host_id,
@@ -113,7 +114,7 @@ class SchedulerApi:
                 event.upload_slots,
             )
         self._metrics.events.labels("host_announced").inc()
-        return web.json_response({"host_ttl_s": self._host_ttl_s})
+        return web.json_response({"host_ttl_s": self._host_ttl_s, "new_host": is_new})
 
     async def remove_host(self, request: web.Request) -> web.Response:
         host_id = wire.path_identifier(request.match_info["host_id"], "host_id")

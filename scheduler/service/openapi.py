@@ -100,10 +100,15 @@ SCHEMAS: dict[str, Any] = {
         upload_bps={**_NUMBER, "default": 0, "description": "Current upload rate."},
     ),
     "HostAccepted": _object(
-        ["host_ttl_s"],
+        ["host_ttl_s", "new_host"],
         host_ttl_s={
             "type": "number",
             "description": "Announce again within this many seconds or the host expires.",
+        },
+        new_host={
+            "type": "boolean",
+            "description": "The scheduler did not know this host (it joined, or the "
+            "scheduler restarted): the peer should register the blobs it holds again.",
         },
     ),
     "PeerRegistration": _object(
@@ -122,6 +127,14 @@ SCHEMAS: dict[str, Any] = {
             "items": _COUNT,
             "maxItems": MAX_PIECES_PER_TASK,
             "description": "Pieces the peer already holds (re-registration).",
+        },
+        piece_digests={
+            "type": "array",
+            "items": _ref("Digest"),
+            "maxItems": MAX_PIECES_PER_TASK,
+            "description": "Only from a peer holding the whole, verified blob: the digest "
+            "of every piece in order. Trusted for pieces no origin or seed report vouched "
+            "for (after a scheduler restart); a conflicting digest is a 409.",
         },
     ),
     "PieceReport": _object(

@@ -25,6 +25,7 @@ from scheduler.service.fields import (
     MAX_LABEL_CHARS,
     ObjectReader,
     as_address,
+    as_digest,
     as_identifier,
     as_int,
     as_label,
@@ -87,8 +88,14 @@ def peer_registered(body: object) -> PeerRegistered:
         if piece_count == 0:
             raise bad(field, "an empty blob has no pieces")
         pieces.add(as_int(item, field, 0, piece_count - 1))
+    digests = tuple(
+        as_digest(item, f"piece_digests[{number}]")
+        for number, item in enumerate(r.array("piece_digests", MAX_PIECES_PER_TASK, required=False))
+    )
     r.done()
-    return PeerRegistered(peer_id, task_id, host_id, size_bytes, piece_bytes, frozenset(pieces))
+    return PeerRegistered(
+        peer_id, task_id, host_id, size_bytes, piece_bytes, frozenset(pieces), digests
+    )
 
 
 def pieces_reported(peer_id: str, body: object) -> PiecesReported:

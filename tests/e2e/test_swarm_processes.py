@@ -16,6 +16,7 @@ from peer.pieces import MiB
 from tests.e2e.conftest import PeerProcess, metric_value
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image
+from tests.support.polling import wait_until
 from tests.support.registry import RegistryProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -164,3 +165,37 @@ def test_scheduler_killed_during_a_pull_peers_fall_back_to_the_registry(
         killer.cancel()
     # The scheduler died mid-pull: what the seed had not sent yet came from the registry.
     assert _bytes_by_source(child)["origin"] > 0
+
+
+def test_peers_re_register_what_they_hold_when_the_scheduler_comes_back(
+    registry: RegistryProcess,
+    counting_proxy: CountingProxy,
+    image: PushedImage,
+    start_scheduler: Any,
+    start_peer: Any,
+) -> None:
+    scheduler = start_scheduler()
+    holder = start_peer(
+        "holder", **_settings(registry, counting_proxy, scheduler, host_id="holder")
+    )
+    assert _pull(holder, image)
+    served = counting_proxy.total_blob_bytes
+    scheduler.kill()
+    scheduler.start()  # a new, empty scheduler on the same address
+    # The holder's announce loop notices and registers its cached blobs again.
+    wait_until(
+        lambda: (
+            metric_value(
+                scheduler.metrics(), "p2p_scheduler_events_total", 'type="peer_registered"'
+            )
+            >= len(image.blob_digests)
+        ),
+        30,
+        "the holder to re-register its blobs",
+    )
+    newcomer = start_peer(
+        "newcomer", **_settings(registry, counting_proxy, scheduler, host_id="newcomer")
+    )
+    assert _pull(newcomer, image) == {d: d for d in image.blob_digests}
+    assert counting_proxy.total_blob_bytes == served  # nothing more from the registry
+    assert _bytes_by_source(newcomer)["peer"] == image.total_blob_bytes

@@ -78,7 +78,10 @@ async def test_without_a_configured_token_anyone_is_served_and_a_warning_logged(
     with caplog.at_level(logging.WARNING, logger="scheduler.service"):
         client = await make_scheduler(token=None)
     assert any("no cluster token" in r.getMessage() for r in caplog.records)
-    assert await client.ok("POST", "/api/v1/hosts", ANNOUNCE) == {"host_ttl_s": 30.0}
+    assert await client.ok("POST", "/api/v1/hosts", ANNOUNCE) == {
+        "host_ttl_s": 30.0,
+        "new_host": True,
+    }
     status, _ = await client.call("POST", "/api/v1/hosts", ANNOUNCE, token="anything")
     assert status == 200
 

@@ -93,7 +93,10 @@ def test_the_scheduler_process_serves_with_a_token_from_a_file(tmp_path: Path) -
             "upload_slots": 4,
         }
         assert _post(f"{url}/api/v1/hosts", host, None)[0] == 401
-        assert _post(f"{url}/api/v1/hosts", host, "file-token") == (200, {"host_ttl_s": 12.0})
+        assert _post(f"{url}/api/v1/hosts", host, "file-token") == (
+            200,
+            {"host_ttl_s": 12.0, "new_host": True},
+        )
         peer = {
             "peer_id": "p1",
             "task_id": "sha256:" + "ab" * 32,

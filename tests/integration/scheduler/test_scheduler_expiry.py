@@ -13,7 +13,7 @@ async def test_a_silent_host_expires_and_an_announcing_one_stays(
     make_scheduler: SchedulerFactory,
 ) -> None:
     client = await make_scheduler(host_ttl_s=0.3, upkeep_interval_s=0.02)
-    assert await client.announce("alive") == {"host_ttl_s": 0.3}
+    assert await client.announce("alive") == {"host_ttl_s": 0.3, "new_host": True}
     await client.announce("silent")
     await client.register("p-silent", "silent")
     await client.register("p-alive", "alive")

@@ -30,7 +30,9 @@ def parent_ids(decision: dict[str, Any]) -> list[str]:
 async def _seed_and_three_peers(client: SchedulerClient) -> None:
     """Hosts and peers of one task; the seed has reported every piece from the origin."""
     answer = await client.announce("h-seed", is_seed=True, idc="dc1")
-    assert answer == {"host_ttl_s": 30.0}
+    assert answer == {"host_ttl_s": 30.0, "new_host": True}
+    again = await client.announce("h-seed", is_seed=True, idc="dc1")
+    assert again == {"host_ttl_s": 30.0, "new_host": False}
     for n in (1, 2, 3):
         await client.announce(f"h{n}", idc="dc1", address=f"10.0.0.{n}", piece_port=65100 + n)
     assert await client.register("seed", "h-seed") == {

@@ -167,3 +167,52 @@ def test_a_report_of_more_bytes_than_a_piece_is_refused() -> None:
         )
     assert caught.value.field == "reports[0].size_bytes"
     assert _digests(swarm) == {}
+
+
+def _register_whole(swarm: Swarm, peer_id: str, digests: tuple[str, ...]) -> None:
+    from scheduler.core import PeerRegistered
+    from tests.unit.scheduler.swarm import PIECES
+
+    swarm.host(f"h-{peer_id}")
+    swarm.state.register_peer(
+        PeerRegistered(
+            peer_id,
+            TASK,
+            f"h-{peer_id}",
+            PIECES * PIECE_BYTES,
+            PIECE_BYTES,
+            frozenset(range(PIECES)),
+            digests,
+        ),
+        swarm.now,
+    )
+
+
+def test_a_peer_holding_the_verified_blob_vouches_for_its_pieces_after_a_restart() -> None:
+    from tests.unit.scheduler.swarm import PIECES
+
+    swarm = Swarm()  # a fresh scheduler: no origin report to trust
+    digests = tuple(f"sha256:{i:064x}" for i in range(PIECES))
+    _register_whole(swarm, "holder", digests)
+    assert swarm.state.task_piece_digests(TASK) == dict(enumerate(digests))
+    check_invariants(swarm.state)
+
+
+def test_whole_blob_digests_that_conflict_refuse_the_registration() -> None:
+    from tests.unit.scheduler.swarm import PIECES
+
+    swarm = Swarm()
+    digests = tuple(f"sha256:{i:064x}" for i in range(PIECES))
+    _register_whole(swarm, "first", digests)
+    with pytest.raises(DigestConflictError):
+        _register_whole(swarm, "liar", (OTHER,) + digests[1:])
+    assert "liar" not in swarm.state.peers
+    check_invariants(swarm.state)
+
+
+def test_only_a_peer_with_every_piece_may_vouch() -> None:
+    from scheduler.core import PeerRegistered
+
+    with pytest.raises(InvalidEventError) as caught:
+        PeerRegistered("p", TASK, "h", 4 * PIECE_BYTES, PIECE_BYTES, frozenset({0}), (GOOD,))
+    assert caught.value.field == "piece_digests"
