@@ -1,0 +1,149 @@
+"""One simulation's parameters: a frozen dataclass, loadable from YAML, overridable.
+
+Units are in the names. Defaults describe the question issue 4 asks: 1000 nodes with
+10 Gbps NICs pulling a 1 GiB image at once, 40 hosts per rack with 3:1 uplink
+oversubscription, a registry with 10 Gbps egress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GBPS = 1e9 / 8  # bytes per second in one gigabit per second
+MiB = 1024 * 1024
+STRATEGIES = ("rule", "random", "direct")
+# A 1 GiB image in manifest order: base OS, language runtime, dependencies, application,
+# assets, configuration. Sizes in MiB; they sum to 1024.
+DEFAULT_LAYERS_MIB = (28.0, 150.0, 480.0, 300.0, 64.0, 2.0)
+
+
+class ScenarioError(ValueError):
+    """A scenario file or override names an unknown key or holds a bad value."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str = "default"
+    nodes: int = 1000
+    seed: int = 0
+    strategy: str = "rule"
+    # Network.
+    host_upload_bps: float = 10 * GBPS
+    host_download_bps: float = 10 * GBPS
+    hosts_per_rack: int = 40
+    # Rack uplink = hosts_per_rack x host NIC / oversubscription, each way.
+    oversubscription: float = 3.0
+    registry_egress_bps: float = 10 * GBPS
+    # Piece transfers the registry serves at once; more wait in line (FIFO).
+    registry_max_transfers: int = 256
+    sharing: str = "fast"  # "fast" bottleneck rule or "exact" max-min (small clusters)
+    # Fast rule: a link's flows keep their rates while its share rose by at most this
+    # fraction (see simulations.network.Network); 0 re-rates on every change.
+    rise_tolerance: float = 0.05
+    # Latencies: one scheduler request (register / ask again), one piece request.
+    schedule_latency_s: float = 0.002
+    request_latency_s: float = 0.001
+    # Peers, as configured in peer/config.py.
+    upload_slots: int = 16
+    pieces_in_flight: int = 8
+    max_per_parent: int = 4
+    origin_concurrency: int = 4
+    announce_interval_s: float = 10.0
+    # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
+    layer_concurrency: int = 3
+    seed_peers: int = 0
+    # Workload.
+    layers_mib: tuple[float, ...] = field(default=DEFAULT_LAYERS_MIB)
+    # Nodes arrive uniformly at random in [0, arrival_spread_s]; 0: all at once.
+    arrival_spread_s: float = 0.0
+    # Give up (and report the run incomplete) past this much simulated time.
+    max_sim_time_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ScenarioError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.sharing not in ("fast", "exact"):
+            raise ScenarioError(f"sharing must be 'fast' or 'exact', got {self.sharing!r}")
+        for name in (
+            "nodes",
+            "hosts_per_rack",
+            "registry_max_transfers",
+            "upload_slots",
+            "pieces_in_flight",
+            "max_per_parent",
+            "origin_concurrency",
+            "layer_concurrency",
+        ):
+            if getattr(self, name) < 1:
+                raise ScenarioError(f"{name} must be >= 1")
+        for name in (
+            "host_upload_bps",
+            "host_download_bps",
+            "oversubscription",
+            "registry_egress_bps",
+            "announce_interval_s",
+            "max_sim_time_s",
+        ):
+            if not getattr(self, name) > 0:
+                raise ScenarioError(f"{name} must be > 0")
+        for name in (
+            "schedule_latency_s",
+            "request_latency_s",
+            "arrival_spread_s",
+            "seed_peers",
+            "rise_tolerance",
+        ):
+            if not getattr(self, name) >= 0:
+                raise ScenarioError(f"{name} must be >= 0")
+        if not self.layers_mib or any(not size > 0 for size in self.layers_mib):
+            raise ScenarioError("layers_mib must list at least one positive size")
+
+    @property
+    def layer_bytes(self) -> tuple[int, ...]:
+        return tuple(int(size * MiB) for size in self.layers_mib)
+
+    @property
+    def image_bytes(self) -> int:
+        return sum(self.layer_bytes)
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with ``changes`` applied; unknown keys are an error."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ScenarioError(f"unknown scenario keys: {', '.join(unknown)}")
+        kinds = {f.name: f.type for f in fields(self)}
+        coerced = {name: _coerce(name, kinds[name], value) for name, value in changes.items()}
+        return dataclasses.replace(self, **coerced)
+
+
+def _coerce(name: str, kind: object, value: Any) -> Any:
+    """YAML and the command line give strings and ints where floats are meant."""
+    try:
+        if kind == "float" and not isinstance(value, bool):
+            return float(value)
+        if kind == "int" and not isinstance(value, bool) and float(value) == int(value):
+            return int(value)
+        if kind == "str" and isinstance(value, str):
+            return value
+        if kind == "tuple[float, ...]" and isinstance(value, list | tuple):
+            return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        pass
+    raise ScenarioError(f"{name}: {value!r} is not a {kind}")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a YAML mapping of scenario keys; missing keys keep their defaults."""
+    data = yaml.safe_load(Path(path).read_text())
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: expected a mapping of scenario keys")
+    data.setdefault("name", Path(path).stem)
+    return Scenario().replace(**data)

@@ -1,0 +1,399 @@
+"""Simulated nodes and peers driving the real scheduler core over the modelled network.
+
+A node pulls the image's layers, ``layer_concurrency`` at a time, like containerd; each
+layer is one peer (one host working on one blob). A peer follows the scheduler's
+decisions the way ``peer.conductor.SwarmSupplier`` does:
+
+- ``BackToSource``: fetch the missing pieces from the registry, ``origin_concurrency``
+  at a time, lowest first, reporting each with no parent;
+- ``RetryLater``: ask again after ``min(after_s, MAX_RETRY_WAIT_S)``;
+- ``Parents``: keep up to ``pieces_in_flight`` piece requests going, at most
+  ``max_per_parent`` per parent, chosen by ``peer.piece_picker.pick_pieces`` with a
+  window of twice the in-flight limit, among pieces whose digest the scheduler trusts;
+  look again every ``REFRESH_S`` while below the limit; with nothing in flight and no
+  piece for ``NO_PROGRESS_S``, ask the scheduler again.
+
+Every piece is reported with its cost and digest, and a finished peer calls
+``finish_peer``. The parents' piece lists are read from the simulated peers at once
+(the real peer reads them over HTTP every ``REFRESH_S``).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import random
+from dataclasses import dataclass, field
+
+from peer.conductor import MAX_RETRY_WAIT_S, NO_PROGRESS_S, REFRESH_S
+from peer.piece_picker import pick_pieces
+from scheduler.core import (
+    BackToSource,
+    Decision,
+    Evaluator,
+    HostAnnounced,
+    Parents,
+    PeerRegistered,
+    PieceReport,
+    PiecesReported,
+    RetryLater,
+    RuleEvaluator,
+    SchedulerSettings,
+    SchedulerState,
+)
+from simulations.clock import EventQueue
+from simulations.evaluators import RandomEvaluator
+from simulations.network import Flow, Network
+from simulations.scenario import Scenario
+from simulations.topology import Cluster, SimHost
+from simulations.workload import Layer, image_layers
+
+PIECE_PORT = 65002
+
+
+class Mode(enum.Enum):
+    ASKING = "asking"  # a request to the scheduler is on its way
+    WAITING = "waiting"  # told to retry later
+    PARENTS = "parents"
+    ORIGIN = "origin"
+    DONE = "done"
+
+
+class SimPeer:
+    __slots__ = (
+        "peer_id",
+        "node",
+        "layer",
+        "have",
+        "have_mask",
+        "wanted_mask",
+        "in_flight",
+        "load",
+        "parents",
+        "mode",
+        "last_progress_s",
+        "poll_pending",
+        "origin_queue",
+    )
+
+    def __init__(self, node: SimNode, layer: Layer) -> None:
+        self.peer_id = f"{node.host.host_id}/layer-{layer.index}"
+        self.node = node
+        self.layer = layer
+        self.have: set[int] = set()
+        self.have_mask = 0  # bit i: piece i present
+        # Bit i: piece i neither present nor in flight.
+        self.wanted_mask = (1 << layer.piece_count) - 1
+        self.in_flight: dict[int, str | None] = {}
+        self.load: collections.Counter[str] = collections.Counter()
+        self.parents: list[str] = []
+        self.mode = Mode.ASKING
+        self.last_progress_s = 0.0
+        self.poll_pending = False
+        self.origin_queue: list[int] = []  # reversed: the lowest piece is popped first
+
+
+@dataclass(eq=False)
+class SimNode:
+    host: SimHost
+    arrival_s: float
+    next_layer: int = 0
+    layers_done: int = 0
+    done_at_s: float | None = None
+    peers: list[SimPeer] = field(default_factory=list)
+
+
+@dataclass
+class Counters:
+    registry_bytes: int = 0
+    p2p_bytes: int = 0
+    cross_rack_bytes: int = 0
+    seed_bytes: int = 0  # bytes the seed peers fetched from the registry (part of registry_bytes)
+    pieces: int = 0
+    decisions: collections.Counter[str] = field(default_factory=collections.Counter)
+    back_to_source_peers: int = 0
+
+
+def make_evaluator(scenario: Scenario, rng: random.Random) -> Evaluator:
+    if scenario.strategy == "random":
+        return RandomEvaluator(rng)
+    return RuleEvaluator()
+
+
+class Swarm:
+    """One run: the cluster, the scheduler core, the nodes; ``run()`` plays it out."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.queue = EventQueue()
+        self.network = Network(self.queue, scenario.sharing, scenario.rise_tolerance)
+        self.cluster = Cluster(scenario, self.network)
+        self.layers = image_layers(scenario)
+        root = random.Random(scenario.seed)
+        # Independent streams, so that one consumer drawing more never shifts another.
+        self._arrival_rng = random.Random(root.getrandbits(64))
+        self._scheduler_rng = random.Random(root.getrandbits(64))
+        self._picker_rng = random.Random(root.getrandbits(64))
+        evaluator_rng = random.Random(root.getrandbits(64))
+        self._announce_rng = random.Random(root.getrandbits(64))
+        self.state: SchedulerState | None = None
+        if scenario.strategy != "direct":
+            self.state = SchedulerState(
+                SchedulerSettings(), make_evaluator(scenario, evaluator_rng)
+            )
+        self.counters = Counters()
+        self.nodes: list[SimNode] = []
+        self.seeds: list[SimNode] = []
+        for host in self.cluster.hosts:
+            if host.is_seed:
+                self.seeds.append(SimNode(host, 0.0))
+            else:
+                arrival = (
+                    self._arrival_rng.uniform(0.0, scenario.arrival_spread_s)
+                    if scenario.arrival_spread_s > 0
+                    else 0.0
+                )
+                self.nodes.append(SimNode(host, arrival))
+        self.peers: dict[str, SimPeer] = {}
+        self.nodes_done = 0
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        for node in self.seeds + self.nodes:
+            self.queue.at(node.arrival_s, self._arrive, node)
+        self.queue.run(until_s=self.scenario.max_sim_time_s)
+
+    @property
+    def complete(self) -> bool:
+        return self.nodes_done == len(self.nodes)
+
+    def _arrive(self, now: float, node: SimNode) -> None:
+        if self.state is not None:
+            self._announce(now, node.host)
+        concurrent = len(self.layers) if node.host.is_seed else self.scenario.layer_concurrency
+        for _ in range(min(concurrent, len(self.layers))):
+            self._start_layer(now, node)
+
+    def _announce(self, now: float, host: SimHost) -> None:
+        if self.state is None or self.queue.stopped:
+            return
+        flows = host.up.flows
+        self.state.announce_host(
+            HostAnnounced(
+                host_id=host.host_id,
+                address=f"10.{host.index // 65536}.{host.index // 256 % 256}.{host.index % 256}",
+                piece_port=PIECE_PORT,
+                upload_capacity_bps=host.upload_bps,
+                download_capacity_bps=host.download_bps,
+                upload_slots=self.scenario.upload_slots,
+                is_seed=host.is_seed,
+                idc="dc-1",
+                rack=host.rack,
+                location=f"sim|region-1|dc-1|{host.rack}",
+                upload_count=len(flows),
+                upload_bps=sum(flow.rate_bps for flow in flows.values()),
+            ),
+            now,
+        )
+        interval = self.scenario.announce_interval_s
+        # A random phase on the first repeat, so hosts do not all announce in one burst.
+        delay = interval * (self._announce_rng.random() + 0.5) if now == 0 else interval
+        self.queue.at(now + delay, self._announce, host)
+
+    def _start_layer(self, now: float, node: SimNode) -> None:
+        layer = self.layers[node.next_layer]
+        node.next_layer += 1
+        peer = SimPeer(node, layer)
+        node.peers.append(peer)
+        self.peers[peer.peer_id] = peer
+        if self.state is None:
+            self._go_origin(now, peer, "back_to_source:direct")
+        else:
+            self.queue.at(now + self.scenario.schedule_latency_s, self._register, peer)
+
+    # -- following decisions -------------------------------------------------------
+
+    def _register(self, now: float, peer: SimPeer) -> None:
+        assert self.state is not None
+        layer = peer.layer
+        self.state.register_peer(
+            PeerRegistered(
+                peer.peer_id,
+                layer.task_id,
+                peer.node.host.host_id,
+                layer.size_bytes,
+                layer.layout.piece_bytes,
+            ),
+            now,
+        )
+        self._follow(now, peer, self.state.schedule(peer.peer_id, now, self._scheduler_rng))
+
+    def _ask(self, now: float, peer: SimPeer) -> None:
+        if peer.mode is Mode.DONE:
+            return
+        assert self.state is not None
+        self._follow(now, peer, self.state.schedule(peer.peer_id, now, self._scheduler_rng))
+
+    def _follow(self, now: float, peer: SimPeer, decision: Decision) -> None:
+        if isinstance(decision, Parents):
+            self.counters.decisions["parents"] += 1
+            peer.mode = Mode.PARENTS
+            peer.parents = [choice.peer_id for choice in decision.parents]
+            peer.last_progress_s = now
+            self._pump(now, peer)
+        elif isinstance(decision, BackToSource):
+            self._go_origin(now, peer, f"back_to_source:{decision.reason}")
+        else:
+            assert isinstance(decision, RetryLater)
+            self.counters.decisions[f"retry_later:{decision.reason}"] += 1
+            peer.mode = Mode.WAITING
+            peer.parents = []
+            wait_s = min(decision.after_s, MAX_RETRY_WAIT_S) + self.scenario.schedule_latency_s
+            self.queue.at(now + wait_s, self._ask, peer)
+
+    def _go_origin(self, now: float, peer: SimPeer, label: str) -> None:
+        self.counters.decisions[label] += 1
+        self.counters.back_to_source_peers += 1
+        peer.mode = Mode.ORIGIN
+        peer.parents = []
+        missing = [i for i in range(peer.layer.piece_count) if i not in peer.have]
+        peer.origin_queue = [i for i in reversed(missing) if i not in peer.in_flight]
+        for _ in range(min(self.scenario.origin_concurrency, len(peer.origin_queue))):
+            self._origin_next(now, peer)
+
+    def _pump(self, now: float, peer: SimPeer) -> None:
+        """The conductor's loop body: start what the parents can serve, else wait or ask."""
+        assert self.state is not None
+        scenario = self.scenario
+        layer = peer.layer
+        in_flight = peer.in_flight
+        slots = scenario.pieces_in_flight - len(in_flight)
+        peers = self.peers
+        offered = 0
+        for parent_id in peer.parents:
+            offered |= peers[parent_id].have_mask
+        candidates = offered & peer.wanted_mask
+        if candidates and slots > 0:
+            # The picker looks only at the first ``window`` missing pieces some parent
+            # holds, so passing just those (with a trusted digest, as the conductor
+            # requires) gives it the same input that matters and the same picks.
+            window = 2 * scenario.pieces_in_flight
+            trusted = self.state.tasks[layer.task_id].piece_digests
+            missing: list[int] = []
+            while candidates and len(missing) < window:
+                lowest = candidates & -candidates
+                index = lowest.bit_length() - 1
+                candidates ^= lowest
+                if index in trusted:
+                    missing.append(index)
+            availability = {p: peers[p].have for p in peer.parents}
+            picks = pick_pieces(
+                missing,
+                availability,
+                peer.load,
+                slots=slots,
+                max_per_parent=scenario.max_per_parent,
+                window=window,
+                rng=self._picker_rng,
+            )
+            for index, parent_id in picks:
+                self._request(now, peer, index, parent_id)
+        if not in_flight and now - peer.last_progress_s > NO_PROGRESS_S:
+            peer.mode = Mode.ASKING
+            self.queue.at(now + scenario.schedule_latency_s, self._ask, peer)
+        elif len(in_flight) < scenario.pieces_in_flight and not peer.poll_pending:
+            peer.poll_pending = True
+            self.queue.at(now + REFRESH_S, self._poll, peer)
+
+    def _poll(self, now: float, peer: SimPeer) -> None:
+        peer.poll_pending = False
+        if peer.mode is Mode.PARENTS:
+            self._pump(now, peer)
+
+    # -- transfers -----------------------------------------------------------------
+
+    def _request(self, now: float, peer: SimPeer, index: int, parent_id: str) -> None:
+        peer.in_flight[index] = parent_id
+        peer.wanted_mask &= ~(1 << index)
+        peer.load[parent_id] += 1
+        parent_host = self.peers[parent_id].node.host
+        links = self.cluster.peer_path(parent_host, peer.node.host)
+        size = peer.layer.piece_sizes[index]
+
+        def start(t: float, _: object) -> None:
+            self.network.start(
+                links,
+                size,
+                t,
+                lambda flow, t_done: self._piece_done(t_done, peer, index, flow, now),
+            )
+
+        self.queue.at(now + self.scenario.request_latency_s, start)
+
+    def _origin_next(self, now: float, peer: SimPeer) -> None:
+        if not peer.origin_queue:
+            return
+        index = peer.origin_queue.pop()
+        peer.in_flight[index] = None
+        peer.wanted_mask &= ~(1 << index)
+        links = self.cluster.registry_path(peer.node.host)
+        size = peer.layer.piece_sizes[index]
+        registry = self.cluster.registry
+
+        def start(t: float, _: object) -> None:
+            self.network.start(
+                links,
+                size,
+                t,
+                lambda flow, t_done: self._piece_done(t_done, peer, index, flow, now),
+            )
+
+        registry.acquire(now, lambda t: self.queue.at(t + self.scenario.request_latency_s, start))
+
+    def _piece_done(
+        self, now: float, peer: SimPeer, index: int, flow: Flow, requested_at_s: float
+    ) -> None:
+        parent_id = peer.in_flight.pop(index)
+        host = peer.node.host
+        size = flow.size_bytes
+        counters = self.counters
+        counters.pieces += 1
+        if parent_id is None:
+            self.cluster.registry.release(now)
+            counters.registry_bytes += size
+            if host.is_seed:
+                counters.seed_bytes += size
+        else:
+            peer.load[parent_id] -= 1
+            counters.p2p_bytes += size
+            if self.peers[parent_id].node.host.rack != host.rack:
+                counters.cross_rack_bytes += size
+        peer.have.add(index)
+        peer.have_mask |= 1 << index
+        peer.last_progress_s = now
+        if self.state is not None:
+            report = PieceReport(
+                index, parent_id, size, now - requested_at_s, True, peer.layer.digests[index]
+            )
+            self.state.report_pieces(PiecesReported(peer.peer_id, (report,)), now)
+        if len(peer.have) == peer.layer.piece_count:
+            self._peer_done(now, peer)
+        elif peer.mode is Mode.ORIGIN and parent_id is None:
+            self._origin_next(now, peer)
+        elif peer.mode is Mode.PARENTS:
+            self._pump(now, peer)
+
+    def _peer_done(self, now: float, peer: SimPeer) -> None:
+        peer.mode = Mode.DONE
+        if self.state is not None:
+            self.state.finish_peer(peer.peer_id)
+        node = peer.node
+        node.layers_done += 1
+        if node.next_layer < len(self.layers):
+            self._start_layer(now, node)
+        elif node.layers_done == len(self.layers) and not node.host.is_seed:
+            node.done_at_s = now
+            self.nodes_done += 1
+            if self.nodes_done == len(self.nodes):
+                self.queue.stop()
