@@ -50,8 +50,10 @@ test-fast: venv
 demo: deps venv
 	$(BIN)/python deploy/local/demo.py
 
+# Long (about 10 minutes); results land in bench/results/*.json.
 bench: deps venv
 	$(BIN)/python -m bench.mirror_bench
+	$(BIN)/python -m bench.swarm_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peer.backsource import OriginSupplier, PieceTransfer
 from peer.metrics import PeerMetrics
@@ -45,6 +45,9 @@ REFRESH_S = 0.25  # how often parents' piece lists are read again
 NO_PROGRESS_S = 3.0  # with no piece for this long, ask the scheduler for other parents
 MAX_RETRY_WAIT_S = 2.0
 MAX_PER_PARENT = 4  # piece requests in flight to one parent
+# A parent that answered "no free upload slot" is left alone this long: asking it again
+# at once only burns its CPU on refusals (measured: tens of thousands per minute).
+BUSY_BACKOFF_S = 0.25
 
 
 @dataclass
@@ -53,6 +56,7 @@ class _Swarm:
     digests: dict[int, str]
     availability: dict[str, frozenset[int]]
     seeds: set[str]
+    busy_until: dict[str, float] = field(default_factory=dict)
 
 
 class SwarmSupplier:
@@ -164,7 +168,11 @@ class SwarmSupplier:
                 ]
                 picks = pick_pieces(
                     missing,
-                    swarm.availability,
+                    {
+                        parent_id: pieces
+                        for parent_id, pieces in swarm.availability.items()
+                        if swarm.busy_until.get(parent_id, 0.0) <= now
+                    },
                     load,
                     slots=self._in_flight - len(fetches),
                     max_per_parent=MAX_PER_PARENT,
@@ -274,7 +282,9 @@ class SwarmSupplier:
         reporter: TransferReporter,
     ) -> Decision | None:
         if isinstance(error, ParentError) and error.reason == "busy":
-            return None  # all its upload slots were taken: try it or another again
+            # All its upload slots were taken: try others, and it again a little later.
+            swarm.busy_until[parent_id] = time.monotonic() + BUSY_BACKOFF_S
+            return None
         if not isinstance(error, ParentError | PieceCorrupt):
             if isinstance(error, TaskFailed):
                 raise error

@@ -2,11 +2,13 @@
 
 Two needs pull apart. A client streaming the blob wants pieces in index order, while
 the swarm wants each peer to hold *different* pieces early, so peers can trade. The
-picker looks only at a short window at the front of what is missing (streaming: nothing
-far ahead is fetched before what the client needs next), and inside that window takes
-the rarest pieces among the parents first (spread), lowest index breaking ties. Each
-piece goes to the least busy parent holding it, ties broken at random so that many
-children do not all queue at the same parent.
+picker always asks first for the lowest missing piece some parent holds (what the
+client needs next), and fills the other slots from a short window at the front of what
+is missing (nothing far ahead), rarest among the parents first, ties broken at random.
+Random ties matter: when every child sees only the seed, ordering by index would make
+them all fetch the same pieces and leave them nothing to trade (measured with
+``bench/swarm_bench.py``). Each piece goes to the least busy parent holding it, ties
+broken at random so that many children do not all queue at the same parent.
 """
 
 from __future__ import annotations
@@ -33,16 +35,18 @@ def pick_pieces(
     if slots <= 0 or not missing:
         return []
     load = {parent: parent_load.get(parent, 0) for parent in availability}
-    candidates: list[tuple[int, int, list[str]]] = []  # (rarity, index, holders)
+    candidates: list[tuple[int, float, int, list[str]]] = []  # rarity, tie, index, holders
     for index in missing:
         holders = [p for p, pieces in availability.items() if index in pieces]
         if holders:
-            candidates.append((len(holders), index, holders))
+            # The lowest piece sorts first whatever its rarity: the client waits on it.
+            tie = -1.0 if not candidates else rng.random()
+            candidates.append((len(holders) if candidates else 0, tie, index, holders))
             if len(candidates) >= window:
                 break
     candidates.sort(key=lambda c: (c[0], c[1]))
     picks: list[tuple[int, str]] = []
-    for _, index, holders in candidates:
+    for _, _, index, holders in candidates:
         free = [p for p in holders if load[p] < max_per_parent]
         if not free:
             continue

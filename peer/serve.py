@@ -187,12 +187,23 @@ def _widen_send_buffer(transport: asyncio.BaseTransport | None) -> None:
 
 
 async def _wait_for(task: BlobTask, offset: int, timeout_s: float) -> bool:
-    """True once byte ``offset`` can be served; False on failure or timeout."""
-    if task.state is not TaskState.FAILED and task.servable_bytes > offset:
-        return True
-    await task.wait_beyond(offset, timeout_s)
-    return (
-        task.servable_bytes > offset
-        and task.state is not TaskState.FAILED
-        or (task.state is TaskState.COMPLETE)
-    )
+    """True once byte ``offset`` can be served; False on failure or a stall.
+
+    A stall is ``timeout_s`` without any piece arriving, not without the piece this
+    client needs: a swarm may deliver other pieces first, and giving up on a download
+    that progresses would only send the client to the registry for a second copy.
+    """
+    while True:
+        if _failed(task):
+            return False
+        if task.servable_bytes > offset:
+            return True
+        await task.wait_beyond(offset, timeout_s)
+        if not _failed(task) and task.servable_bytes > offset:
+            return True
+        if time.monotonic() - task.last_progress_at >= timeout_s:
+            return False
+
+
+def _failed(task: BlobTask) -> bool:
+    return task.state is TaskState.FAILED

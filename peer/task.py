@@ -76,6 +76,7 @@ class BlobTask:
         self.state = TaskState.RUNNING
         self.error: TaskFailed | None = None
         self.started_at = time.monotonic()
+        self.last_progress_at = self.started_at  # when a piece was last recorded
         self._supplier = supplier
         self._progress = asyncio.Condition()
         self._fd = -1
@@ -216,6 +217,7 @@ class BlobTask:
             raise PieceCorrupt(f"piece {index} has digest {digest}, expected {expected}")
         self._digests[index] = digest
         self._pieces.add(index)
+        self.last_progress_at = time.monotonic()
         await self._notify()
         self._save_progress(force=False)
         return digest

@@ -1,0 +1,312 @@
+"""The swarm benchmark's network: one network namespace per node, shaped with ``tc``.
+
+Every node (registry, scheduler, seed, peers) gets a namespace ``sbt-<node>`` with one
+interface ``eth0`` at ``10.210.0.<n>/24``; its other end sits in a bridge that lives in a
+namespace of its own (``sbt-br``), so the root namespace and its interfaces are never
+touched. Two token-bucket filters shape each node:
+
+* upload: ``tbf`` on the node's ``eth0`` (everything the node sends);
+* download: ``tbf`` on the node's bridge port (everything the bridge sends to the node).
+
+So a byte from peer A to peer B is limited by A's upload and B's download, as on a real
+network whose core is faster than the hosts' links. The registry's upload is its egress
+limit; the scheduler is not shaped. This kernel has no ``netem``: no latency is added.
+
+When namespaces or ``tc`` do not work here, :class:`LoopbackNetwork` puts every node on
+127.0.0.1 and nothing in the kernel shapes anything; the benchmark then caps uploads in
+the peers themselves and says so loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tests.support.ports import free_port
+
+# Every namespace this benchmark creates starts with this, so leftovers of a crashed run
+# are recognised and removed (with the processes in them) by the next run.
+PREFIX = "sbt-"
+BRIDGE_NS = f"{PREFIX}br"
+BRIDGE = "sbtbr0"
+SUBNET = "10.210.0"
+PREFIX_LEN = 24
+# Bytes the token bucket may send at line rate. GSO packets on a veth are up to 64 KiB
+# and tbf segments anything larger than its bucket, so 64 KiB keeps whole packets.
+TBF_BURST_BYTES = 64 * 1024
+# Queueing delay a shaper allows before it drops, like a switch port's buffer.
+TBF_LATENCY_MS = 50
+# Fixed ports inside the namespaces (each namespace has its own port space).
+NAMESPACE_PORTS = {"registry": 5000, "scheduler": 8002, "mirror": 65001, "piece": 65002}
+COMMAND_TIMEOUT_S = 20.0
+
+
+class NetworkError(RuntimeError):
+    """Namespaces, links or shapers could not be set up."""
+
+
+@dataclass(frozen=True)
+class Shaping:
+    """Per-node link limits in bits per second; None leaves that direction unshaped."""
+
+    up_bps: float | None = None
+    down_bps: float | None = None
+
+
+@dataclass
+class Node:
+    """One machine of the benchmark: where it lives and how its traffic is limited."""
+
+    name: str
+    address: str
+    shaping: Shaping
+    netns: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as run on this node (inside its namespace, when it has one)."""
+        if self.netns is None:
+            return list(argv)
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def url(self, port_name: str) -> str:
+        return f"http://{self.address}:{self.ports[port_name]}"
+
+    def http_get(self, url: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
+        """GET ``url`` from this node; (status, body), status 0 when nothing answered."""
+        if self.netns is None:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                    return resp.status, resp.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+            except (OSError, ValueError):
+                return 0, b""
+        # curl writes the body, then the status on a line of its own.
+        argv = ["curl", "-sS", "--max-time", str(timeout_s), "-w", "\n%{http_code}", url]
+        try:
+            result = subprocess.run(
+                self.argv(argv), capture_output=True, timeout=timeout_s + 5, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return 0, b""
+        body, _, status = result.stdout.rpartition(b"\n")
+        return (int(status) if status.strip().isdigit() else 0), body
+
+    def wait_http(self, url: str, timeout_s: float, check: object = None) -> None:
+        """Poll ``url`` from this node until it answers HTTP at all."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if callable(check):
+                check()
+            status, _ = self.http_get(url, timeout_s=2.0)
+            if status:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no HTTP answer from {url} within {timeout_s:.0f}s")
+            time.sleep(0.2)
+
+
+def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+    )
+    if check and result.returncode != 0:
+        raise NetworkError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
+    return result
+
+
+def netns_unavailable_reason() -> str | None:
+    """Why namespaces with veth, a bridge and tbf cannot be used here, or None."""
+    for tool in ("ip", "tc", "curl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = f"{PREFIX}probe"
+    commands = [
+        ["ip", "netns", "add", probe],
+        ["ip", "-n", probe, "link", "add", "sbtprobe0", "type", "bridge"],
+        ["ip", "-n", probe, "link", "add", "sbtp0", "type", "veth", "peer", "name", "sbtp1"],
+        ["ip", "-n", probe, "link", "set", "sbtp0", "up"],
+        ["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "sbtp0", "root"]
+        + ["tbf", "rate", "8mbit", "burst", "64kb", "latency", "50ms"],
+    ]
+    try:
+        for argv in commands:
+            _run(argv)
+    except (NetworkError, OSError, subprocess.SubprocessError) as exc:
+        return f"network namespaces or tc do not work here: {exc}"
+    finally:
+        _run(["ip", "netns", "del", probe], check=False)
+    return None
+
+
+def leftover_namespaces() -> list[str]:
+    result = _run(["ip", "-j", "netns", "list"], check=False)
+    try:
+        listed = json.loads(result.stdout or "[]")
+    except json.JSONDecodeError:
+        return []
+    return [entry["name"] for entry in listed if entry.get("name", "").startswith(PREFIX)]
+
+
+def remove_namespaces(names: Sequence[str]) -> list[str]:
+    """Kill the processes inside each namespace (by pid), then delete it; return notes."""
+    notes = []
+    for name in names:
+        pids = _run(["ip", "netns", "pids", name], check=False).stdout.split()
+        for pid in pids:
+            _run(["kill", "-KILL", pid], check=False)
+            notes.append(f"killed pid {pid} left in {name}")
+        result = _run(["ip", "netns", "del", name], check=False)
+        if result.returncode != 0:
+            notes.append(f"could not delete {name}: {result.stderr.strip()}")
+    return notes
+
+
+class NamespaceNetwork:
+    """The namespaces, veth pairs, bridge and shapers of one benchmark run."""
+
+    kind = "netns"
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.commands: list[str] = []  # every command run, for the report
+        self._created: list[str] = []
+
+    def _do(self, argv: Sequence[str]) -> None:
+        self.commands.append(" ".join(argv))
+        _run(argv)
+
+    def setup(self, specs: Sequence[tuple[str, Shaping]]) -> list[Node]:
+        """Create the bridge and one shaped namespace per (name, shaping)."""
+        if len(specs) > 250:
+            raise NetworkError("at most 250 nodes fit in the /24")
+        self._add_namespace(BRIDGE_NS)
+        self._do(["ip", "-n", BRIDGE_NS, "link", "add", BRIDGE, "type", "bridge"])
+        self._do(["ip", "-n", BRIDGE_NS, "link", "set", BRIDGE, "up"])
+        for index, (name, shaping) in enumerate(specs):
+            netns = f"{PREFIX}{name}"
+            port = f"v-{name}"[:15]  # interface names are at most 15 characters
+            address = f"{SUBNET}.{index + 2}"
+            self._add_namespace(netns)
+            self._do(
+                ["ip", "-n", BRIDGE_NS, "link", "add", port, "type", "veth"]
+                + ["peer", "name", "eth0", "netns", netns]
+            )
+            self._do(["ip", "-n", BRIDGE_NS, "link", "set", port, "master", BRIDGE, "up"])
+            self._do(["ip", "-n", netns, "addr", "add", f"{address}/{PREFIX_LEN}", "dev", "eth0"])
+            self._do(["ip", "-n", netns, "link", "set", "eth0", "up"])
+            self._do(["ip", "-n", netns, "link", "set", "lo", "up"])
+            if shaping.up_bps:
+                self._shape(netns, "eth0", shaping.up_bps)
+            if shaping.down_bps:
+                self._shape(BRIDGE_NS, port, shaping.down_bps)
+            ports = {"registry": 0, "scheduler": 0, "mirror": 0, "piece": 0}
+            ports.update(NAMESPACE_PORTS)
+            self.nodes.append(Node(name, address, shaping, netns, ports))
+        return self.nodes
+
+    def _add_namespace(self, name: str) -> None:
+        self._do(["ip", "netns", "add", name])
+        self._created.append(name)
+
+    def _shape(self, netns: str, dev: str, rate_bps: float) -> None:
+        self._do(
+            ["ip", "netns", "exec", netns, "tc", "qdisc", "add", "dev", dev, "root", "tbf"]
+            + ["rate", f"{int(rate_bps)}bit", "burst", f"{TBF_BURST_BYTES}b"]
+            + ["latency", f"{TBF_LATENCY_MS}ms"]
+        )
+
+    def tx_bytes(self, node: Node) -> int:
+        """Bytes the node's interface has sent (all protocols, headers included)."""
+        assert node.netns is not None
+        result = _run(["ip", "-n", node.netns, "-j", "-s", "link", "show", "dev", "eth0"])
+        return int(json.loads(result.stdout)[0]["stats64"]["tx"]["bytes"])
+
+    def link_bytes(self) -> dict[str, tuple[int, int]]:
+        """Per node: (bytes uploaded, bytes downloaded) so far, from its bridge port.
+
+        One command reads every port, so this is cheap enough to sample every second.
+        """
+        ports = {f"v-{node.name}"[:15]: node.name for node in self.nodes}
+        result = _run(["ip", "-n", BRIDGE_NS, "-s", "-j", "link", "show"], check=False)
+        try:
+            links = json.loads(result.stdout or "[]")
+        except json.JSONDecodeError:
+            return {}
+        found = {}
+        for link in links:
+            name = ports.get(link.get("ifname", ""))
+            if name is not None and "stats64" in link:
+                # The port receives what the node sends and transmits what it receives.
+                stats = link["stats64"]
+                found[name] = (int(stats["rx"]["bytes"]), int(stats["tx"]["bytes"]))
+        return found
+
+    def qdisc_stats(self) -> dict[str, dict[str, int]]:
+        """Per shaper: bytes sent, packets dropped and times over the limit."""
+        stats: dict[str, dict[str, int]] = {}
+        for node in self.nodes:
+            assert node.netns is not None
+            places = [(f"{node.name} up", node.netns, "eth0")]
+            places.append((f"{node.name} down", BRIDGE_NS, f"v-{node.name}"[:15]))
+            for label, netns, dev in places:
+                result = _run(
+                    ["ip", "netns", "exec", netns, "tc", "-j", "-s", "qdisc", "show", "dev", dev],
+                    check=False,
+                )
+                try:
+                    qdiscs = json.loads(result.stdout or "[]")
+                except json.JSONDecodeError:
+                    continue
+                for qdisc in qdiscs:
+                    if qdisc.get("kind") == "tbf":
+                        stats[label] = {
+                            "bytes": int(qdisc.get("bytes", 0)),
+                            "drops": int(qdisc.get("drops", 0)),
+                            "overlimits": int(qdisc.get("overlimits", 0)),
+                        }
+        return stats
+
+    def teardown(self) -> list[str]:
+        """Delete every namespace this run made (their veths and shapers go with them)."""
+        notes = remove_namespaces(list(reversed(self._created)))
+        self._created.clear()
+        return notes
+
+
+class LoopbackNetwork:
+    """The fallback: every node on 127.0.0.1 with ports of its own; nothing is shaped."""
+
+    kind = "loopback"
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.commands: list[str] = []
+
+    def setup(self, specs: Sequence[tuple[str, Shaping]]) -> list[Node]:
+        for name, shaping in specs:
+            ports = {key: free_port() for key in NAMESPACE_PORTS}
+            self.nodes.append(Node(name, "127.0.0.1", shaping, None, ports))
+        return self.nodes
+
+    def tx_bytes(self, node: Node) -> int | None:
+        return None
+
+    def link_bytes(self) -> dict[str, tuple[int, int]]:
+        return {}
+
+    def qdisc_stats(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def teardown(self) -> list[str]:
+        return []
+
+
+Network = NamespaceNetwork | LoopbackNetwork
