@@ -1,7 +1,10 @@
 """Serving blobs to mirror clients: from the cache or from a download in progress.
 
-Bytes go out from the blob or task file as soon as they are recorded (the last byte
-once the blob digest matched). A response whose download makes no progress for
+Bytes go out with ``sendfile`` from the blob or task file as soon as they are recorded
+(the last byte once the blob digest matched). Reads on the event loop were measured as
+well: faster for curl on loopback (0.41 s against 0.52 s for a warm 1 GiB blob) but
+slower for containerd itself (ctr fetch 6.7 s against 6.0 s direct), which is what
+users run, so sendfile stays. A response whose download makes no progress for
 ``stall_timeout_s`` is ended short rather than left hanging: containerd then resumes
 with a ``Range`` request, which is served from the pieces already here.
 """
@@ -30,8 +33,6 @@ log = logging.getLogger(__name__)
 
 ENGINE_KEY = web.AppKey("engine", Engine)
 SEND_BUFFER_BYTES = 4 * 1024 * 1024
-COPY_CHUNK_BYTES = 256 * 1024
-READ_AHEAD_BYTES = 8 * 1024 * 1024
 # How many stall timeouts a resumed (Range) request waits for its first byte.
 RESUME_PATIENCE = 3
 
@@ -125,6 +126,7 @@ async def _stream(
     await response.prepare(request)
     transport = request.transport
     _widen_send_buffer(transport)
+    loop = asyncio.get_running_loop()
     position = wanted.start
     first = True
     while position < wanted.stop:
@@ -136,7 +138,7 @@ async def _stream(
                 metrics.time_to_first_byte.observe(time.monotonic() - received_at)
                 first = False
             try:
-                await _copy_out(response, file.fileno(), position, ready - position)
+                await loop.sendfile(transport, file, position, ready - position)
             except (ConnectionError, RuntimeError) as exc:
                 log.info("%s: client went away at byte %d: %r", digest, position, exc)
                 return response
@@ -155,31 +157,8 @@ async def _stream(
     return response
 
 
-async def _copy_out(response: web.StreamResponse, fd: int, start: int, count: int) -> None:
-    """Send ``count`` bytes of the file from ``start`` in page-cache-sized reads.
-
-    Reads happen on the event loop: the bytes were just written or are cached, so a read
-    costs microseconds, and the kernel is asked to read ahead for the rest. Measured on
-    loopback, this beats both ``sendfile`` and reads on a worker thread (the mirror's
-    client, containerd, is always on loopback).
-    """
-    end = start + count
-    position = start
-    with contextlib.suppress(OSError):
-        os.posix_fadvise(fd, start, count, os.POSIX_FADV_SEQUENTIAL)
-    while position < end:
-        if (position - start) % READ_AHEAD_BYTES == 0:
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, position, READ_AHEAD_BYTES, os.POSIX_FADV_WILLNEED)
-        data = os.pread(fd, min(COPY_CHUNK_BYTES, end - position), position)
-        if not data:
-            raise RuntimeError(f"file ended at byte {position}, expected {end}")
-        position += len(data)
-        await response.write(data)
-
-
 def _widen_send_buffer(transport: asyncio.BaseTransport | None) -> None:
-    """Let each write hand the kernel more bytes: fewer event-loop round trips."""
+    """Let each sendfile call hand the kernel more bytes: fewer event-loop round trips."""
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
         with contextlib.suppress(OSError):
