@@ -263,9 +263,10 @@ class SwarmSupplier:
         cost_s = await self._parents.fetch_piece(
             parent, task.digest, index, task.fd, layout.start(index), layout.size(index), hasher
         )
-        digest = await task.record_piece(index, swarm.digests[index], hasher.digests[index])
+        # Counted before recording: once recorded, a client may already have every byte.
         source = "seed" if parent.peer_id in swarm.seeds else "peer"
         self._metrics.download_bytes.labels(source).inc(layout.size(index))
+        digest = await task.record_piece(index, swarm.digests[index], hasher.digests[index])
         reporter.add(PieceTransfer(index, parent.peer_id, layout.size(index), cost_s, True, digest))
 
     @staticmethod

@@ -112,13 +112,7 @@ def test_parent_killed_mid_transfer_its_children_finish(
 ) -> None:
     scheduler = start_scheduler()
     # A seed whose uploads crawl, so it dies with transfers in flight.
-    seed = start_peer(
-        "seed",
-        **_settings(
-            registry, counting_proxy, scheduler, seed=True, host_id="seed", upload_rate_bps=2 * MiB
-        ),
-    )
-    assert _pull(seed, image)
+    seed = _slow_seed_holding(image, start_peer, _settings(registry, counting_proxy, scheduler))
     children = [
         start_peer(
             f"child{i}", **_settings(registry, counting_proxy, scheduler, host_id=f"child{i}")
@@ -130,6 +124,17 @@ def test_parent_killed_mid_transfer_its_children_finish(
     _pull_all_at_once(children, image)
     killer.join()
     assert not seed.alive()
+
+
+def _slow_seed_holding(
+    image: PushedImage, start_peer: Any, settings: dict[str, Any]
+) -> PeerProcess:
+    """A seed that holds the image and uploads at 2 MiB/s, so transfers from it last."""
+    seed: PeerProcess = start_peer(
+        "seed", **{**settings, "seed": True, "host_id": "seed", "upload_rate_bps": 2 * MiB}
+    )
+    assert _pull(seed, image)
+    return seed
 
 
 def _kill_when_uploading(seed: PeerProcess, children: list[PeerProcess]) -> None:
@@ -149,13 +154,7 @@ def test_scheduler_killed_during_a_pull_peers_fall_back_to_the_registry(
     start_peer: Any,
 ) -> None:
     scheduler = start_scheduler()
-    seed = start_peer(
-        "seed",
-        **_settings(
-            registry, counting_proxy, scheduler, seed=True, host_id="seed", upload_rate_bps=4 * MiB
-        ),
-    )
-    assert _pull(seed, image)
+    _slow_seed_holding(image, start_peer, _settings(registry, counting_proxy, scheduler))
     child = start_peer("child", **_settings(registry, counting_proxy, scheduler, host_id="child"))
     killer = threading.Timer(1.0, scheduler.kill)
     killer.start()
