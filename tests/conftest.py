@@ -31,11 +31,11 @@ from tests.support.registry import (  # noqa: E402
     registry_unavailable_reason,
     start_token_registry,
 )
+from tests.support.requirements import require  # noqa: E402
 
 
 def _require_registry() -> None:
-    if reason := registry_unavailable_reason():
-        pytest.skip(reason)
+    require(registry_unavailable_reason())
 
 
 @pytest.fixture
@@ -70,8 +70,7 @@ def token_registry(tmp_path: Path) -> Iterator[TokenRegistry]:
 @pytest.fixture
 def containerd(tmp_path: Path) -> Iterator[ContainerdProcess]:
     """A private containerd daemon; each namespace has its own content (isolated policy)."""
-    if reason := containerd_unavailable_reason():
-        pytest.skip(reason)
+    require(containerd_unavailable_reason())
     process = ContainerdProcess(tmp_path / "containerd")
     try:
         yield process.start()

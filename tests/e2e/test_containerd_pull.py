@@ -19,6 +19,7 @@ from tests.support.containerd import ContainerdProcess, write_hosts_toml
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image
 from tests.support.registry import RegistryProcess, TokenRegistry
+from tests.support.requirements import require
 from tests.support.skopeo import skopeo_copy, skopeo_unavailable_reason
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -100,8 +101,7 @@ def test_skopeo_copies_through_the_peer_as_a_mirror(
     start_peer: Any,
     tmp_path: Path,
 ) -> None:
-    if reason := skopeo_unavailable_reason():
-        pytest.skip(reason)
+    require(skopeo_unavailable_reason())
     peer = start_peer(**_peer_settings(registry.host, counting_proxy.url))
     dest = tmp_path / "copy"
     skopeo_copy(image.reference, dest, registries_conf_mirror=(registry.host, peer.host))

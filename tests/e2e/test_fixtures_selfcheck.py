@@ -21,6 +21,7 @@ from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image
 from tests.support.polling import wait_until
 from tests.support.registry import RegistryProcess, TokenRegistry
+from tests.support.requirements import require
 from tests.support.skopeo import skopeo_copy, skopeo_unavailable_reason
 from tests.support.threaded_server import ThreadedServer
 
@@ -182,8 +183,7 @@ def _assert_copied(dest: Path, image: PushedImage) -> None:
 def test_skopeo_copies_directly_and_through_mirror(
     registry: RegistryProcess, counting_proxy: CountingProxy, tmp_path: Path
 ) -> None:
-    if reason := skopeo_unavailable_reason():
-        pytest.skip(reason)
+    require(skopeo_unavailable_reason())
     image = push_image(
         registry.url, "selfcheck/skopeo", "v1", LAYER_SIZES, seed=5, work_dir=tmp_path / "image"
     )

@@ -20,6 +20,7 @@ from tests.integration.conftest import PeerFactory
 from tests.support.images import push_image_async
 from tests.support.registry import RegistryProcess, registry_unavailable_reason
 from tests.support.registry_client import RegistryClient
+from tests.support.requirements import require
 from tests.support.threaded_server import ThreadedServer
 from tests.support.token_server import TokenServer
 
@@ -48,8 +49,7 @@ class ObjectStore:
 def redirecting_registry(
     tmp_path: Path,
 ) -> Iterator[tuple[RegistryProcess, TokenServer, ObjectStore]]:
-    if reason := registry_unavailable_reason():
-        pytest.skip(reason)
+    require(registry_unavailable_reason())
     token_server = TokenServer({"alice": "wonderland"}).start()
     store = ObjectStore(tmp_path / "registry" / "storage")
     store.server.start()

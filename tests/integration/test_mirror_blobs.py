@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from tests.integration.conftest import PeerFactory, engine_of
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image_async
 from tests.support.registry import RegistryProcess
+from tests.support.requirements import require
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -332,8 +332,7 @@ async def test_first_bytes_reach_the_client_before_the_download_ends(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 12 MiB tmpfs: a disk that fills up."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
+    require(None if os.geteuid() == 0 else "mounting a small tmpfs needs root")
     mountpoint = tmp_path / "tiny-disk"
     mountpoint.mkdir()
     result = subprocess.run(
@@ -341,8 +340,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         capture_output=True,
         text=True,
     )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs here: {result.stderr.strip()}")
+    require(f"cannot mount tmpfs: {result.stderr.strip()}" if result.returncode else None)
     try:
         yield mountpoint
     finally:
