@@ -147,6 +147,7 @@ class SwarmSupplier:
         swarm = _Swarm({}, {}, {}, set())
         self._adopt(swarm, decision)
         fetches: dict[int, asyncio.Task[None]] = {}
+        fetched_from: dict[int, str] = {}  # piece -> the parent asked for it
         load: collections.Counter[str] = collections.Counter()
         last_progress = time.monotonic()
         next_refresh = 0.0
@@ -182,9 +183,9 @@ class SwarmSupplier:
                 for index, parent_id in picks:
                     load[parent_id] += 1
                     fetches[index] = asyncio.create_task(
-                        self._fetch(task, swarm, swarm.parents[parent_id], index, reporter),
-                        name=parent_id,  # read back by _parent_of
+                        self._fetch(task, swarm, swarm.parents[parent_id], index, reporter)
                     )
+                    fetched_from[index] = parent_id
                 if not fetches:
                     if time.monotonic() - last_progress > NO_PROGRESS_S:
                         log.info(
@@ -201,7 +202,7 @@ class SwarmSupplier:
                 )
                 for index in [i for i, f in fetches.items() if f in done]:
                     fetch = fetches.pop(index)
-                    parent_id = self._parent_of(fetch)
+                    parent_id = fetched_from.pop(index)
                     load[parent_id] -= 1
                     error = fetch.exception()
                     if error is None:
@@ -268,10 +269,6 @@ class SwarmSupplier:
         self._metrics.download_bytes.labels(source).inc(layout.size(index))
         digest = await task.record_piece(index, swarm.digests[index], hasher.digests[index])
         reporter.add(PieceTransfer(index, parent.peer_id, layout.size(index), cost_s, True, digest))
-
-    @staticmethod
-    def _parent_of(fetch: asyncio.Task[None]) -> str:
-        return fetch.get_name()
 
     async def _parent_failed(
         self,

@@ -119,9 +119,7 @@ class PeerDaemon:
         site = web.TCPSite(runner, host, port)
         await site.start()
         self._runners.append(runner)
-        server = site._server
-        assert server is not None
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        return int(runner.addresses[-1][1])  # the bound port, also when asked for port 0
 
     def _mirror_app(self) -> web.Application:
         engine, metrics = self.engine, self.metrics

@@ -6,14 +6,16 @@ import hashlib
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from peer.pieces import MiB
-from tests.e2e.conftest import PeerProcess, metric_value
+from tests.e2e.conftest import PeerProcess, SchedulerProcess, metric_value
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image
 from tests.support.polling import wait_until
@@ -75,21 +77,34 @@ def image(registry: RegistryProcess, tmp_path: Path) -> PushedImage:
     )
 
 
-def test_seed_and_eight_peers_pull_at_once_mostly_from_each_other(
-    registry: RegistryProcess,
-    counting_proxy: CountingProxy,
-    image: PushedImage,
-    start_scheduler: Any,
-    start_peer: Any,
-) -> None:
+@dataclass
+class Swarm:
+    """A running scheduler, and a way to start peers that use it and the counted registry."""
+
+    scheduler: SchedulerProcess
+    join: Callable[..., PeerProcess]  # join(name, **settings): host_id is the name
+
+
+@pytest.fixture
+def swarm(
+    registry: RegistryProcess, counting_proxy: CountingProxy, start_scheduler: Any, start_peer: Any
+) -> Swarm:
     scheduler = start_scheduler()
-    seed = start_peer(
-        "seed", **_settings(registry, counting_proxy, scheduler, seed=True, host_id="seed")
-    )
-    peers = [
-        start_peer(f"peer{i}", **_settings(registry, counting_proxy, scheduler, host_id=f"peer{i}"))
-        for i in range(8)
-    ]
+
+    def join(name: str, **extra: Any) -> PeerProcess:
+        settings = _settings(registry, counting_proxy, scheduler, host_id=name, **extra)
+        peer: PeerProcess = start_peer(name, **settings)
+        return peer
+
+    return Swarm(scheduler, join)
+
+
+def test_seed_and_eight_peers_pull_at_once_mostly_from_each_other(
+    counting_proxy: CountingProxy, image: PushedImage, swarm: Swarm
+) -> None:
+    scheduler = swarm.scheduler
+    seed = swarm.join("seed", seed=True)
+    peers = [swarm.join(f"peer{i}") for i in range(8)]
     _pull_all_at_once([seed, *peers], image)
 
     registry_bytes = counting_proxy.total_blob_bytes
@@ -103,22 +118,10 @@ def test_seed_and_eight_peers_pull_at_once_mostly_from_each_other(
     )
 
 
-def test_parent_killed_mid_transfer_its_children_finish(
-    registry: RegistryProcess,
-    counting_proxy: CountingProxy,
-    image: PushedImage,
-    start_scheduler: Any,
-    start_peer: Any,
-) -> None:
-    scheduler = start_scheduler()
+def test_parent_killed_mid_transfer_its_children_finish(image: PushedImage, swarm: Swarm) -> None:
     # A seed whose uploads crawl, so it dies with transfers in flight.
-    seed = _slow_seed_holding(image, start_peer, _settings(registry, counting_proxy, scheduler))
-    children = [
-        start_peer(
-            f"child{i}", **_settings(registry, counting_proxy, scheduler, host_id=f"child{i}")
-        )
-        for i in range(2)
-    ]
+    seed = _slow_seed_holding(image, swarm)
+    children = [swarm.join(f"child{i}") for i in range(2)]
     killer = threading.Thread(target=_kill_when_uploading, args=(seed, children), daemon=True)
     killer.start()
     _pull_all_at_once(children, image)
@@ -126,13 +129,9 @@ def test_parent_killed_mid_transfer_its_children_finish(
     assert not seed.alive()
 
 
-def _slow_seed_holding(
-    image: PushedImage, start_peer: Any, settings: dict[str, Any]
-) -> PeerProcess:
+def _slow_seed_holding(image: PushedImage, swarm: Swarm) -> PeerProcess:
     """A seed that holds the image and uploads at 2 MiB/s, so transfers from it last."""
-    seed: PeerProcess = start_peer(
-        "seed", **{**settings, "seed": True, "host_id": "seed", "upload_rate_bps": 2 * MiB}
-    )
+    seed = swarm.join("seed", seed=True, upload_rate_bps=2 * MiB)
     assert _pull(seed, image)
     return seed
 
@@ -147,16 +146,11 @@ def _kill_when_uploading(seed: PeerProcess, children: list[PeerProcess]) -> None
 
 
 def test_scheduler_killed_during_a_pull_peers_fall_back_to_the_registry(
-    registry: RegistryProcess,
-    counting_proxy: CountingProxy,
-    image: PushedImage,
-    start_scheduler: Any,
-    start_peer: Any,
+    image: PushedImage, swarm: Swarm
 ) -> None:
-    scheduler = start_scheduler()
-    _slow_seed_holding(image, start_peer, _settings(registry, counting_proxy, scheduler))
-    child = start_peer("child", **_settings(registry, counting_proxy, scheduler, host_id="child"))
-    killer = threading.Timer(1.0, scheduler.kill)
+    _slow_seed_holding(image, swarm)
+    child = swarm.join("child")
+    killer = threading.Timer(1.0, swarm.scheduler.kill)
     killer.start()
     try:
         assert _pull(child, image) == {d: d for d in image.blob_digests}
@@ -167,16 +161,10 @@ def test_scheduler_killed_during_a_pull_peers_fall_back_to_the_registry(
 
 
 def test_peers_re_register_what_they_hold_when_the_scheduler_comes_back(
-    registry: RegistryProcess,
-    counting_proxy: CountingProxy,
-    image: PushedImage,
-    start_scheduler: Any,
-    start_peer: Any,
+    counting_proxy: CountingProxy, image: PushedImage, swarm: Swarm
 ) -> None:
-    scheduler = start_scheduler()
-    holder = start_peer(
-        "holder", **_settings(registry, counting_proxy, scheduler, host_id="holder")
-    )
+    scheduler = swarm.scheduler
+    holder = swarm.join("holder")
     assert _pull(holder, image)
     served = counting_proxy.total_blob_bytes
     scheduler.kill()
@@ -192,9 +180,7 @@ def test_peers_re_register_what_they_hold_when_the_scheduler_comes_back(
         30,
         "the holder to re-register its blobs",
     )
-    newcomer = start_peer(
-        "newcomer", **_settings(registry, counting_proxy, scheduler, host_id="newcomer")
-    )
+    newcomer = swarm.join("newcomer")
     assert _pull(newcomer, image) == {d: d for d in image.blob_digests}
     assert counting_proxy.total_blob_bytes == served  # nothing more from the registry
     assert _bytes_by_source(newcomer)["peer"] == image.total_blob_bytes
