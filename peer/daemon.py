@@ -196,7 +196,7 @@ class PeerDaemon:
     async def _reregister(self, scheduler: SchedulerClient) -> None:
         engine = self.engine
         for digest in engine.index.digests():
-            meta = engine.store.blob_meta(digest)
+            meta = engine.blob_meta(digest)
             if meta is None:
                 continue
             count = -(-meta.size_bytes // meta.piece_bytes)

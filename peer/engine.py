@@ -25,7 +25,7 @@ from peer.origin import BlobOrigin, OriginFetcher
 from peer.parent_client import ParentClient
 from peer.pieces import PieceLayout, piece_length_for
 from peer.scheduler_client import SchedulerClient
-from peer.storage import BlobStore
+from peer.storage import BlobMeta, BlobStore
 from peer.task import BlobTask, PieceSupplier, TaskState
 from registry_proxy.upstream import UpstreamClient
 
@@ -76,6 +76,7 @@ class Engine:
         self._swarm = swarm
         self._rng = random.Random()
         self._tasks: dict[str, BlobTask] = {}
+        self._metas: dict[str, BlobMeta] = {}  # read from disk once per complete blob
 
     def load(self) -> None:
         """Index the complete blobs a previous run left (partial ones resume on demand)."""
@@ -106,6 +107,18 @@ class Engine:
     @property
     def active_tasks(self) -> int:
         return len(self._tasks)
+
+    def blob_meta(self, digest: str) -> BlobMeta | None:
+        """Piece length and digests of a complete blob, kept in memory after the first read:
+        every piece request another peer makes for the blob needs them."""
+        if digest not in self.index:
+            return None
+        meta = self._metas.get(digest)
+        if meta is None:
+            meta = self.store.blob_meta(digest)
+            if meta is not None:
+                self._metas[digest] = meta
+        return meta
 
     def running(self, digest: str) -> BlobTask | None:
         return self._tasks.get(digest)
@@ -194,6 +207,7 @@ class Engine:
         for victim in victims:
             log.info("evicting %s to make room for %s", victim, digest)
             self.index.remove(victim)
+            self._metas.pop(victim, None)
             self.store.remove_blob(victim)
             self.metrics.cache_evictions.inc()
 

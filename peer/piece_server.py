@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import io
 import logging
 import os
 import time
@@ -143,12 +144,10 @@ async def _errors(
 
 
 def _held(engine: Engine, digest: str) -> tuple[PieceLayout, list[int], bool] | None:
-    complete = engine.complete(digest)
-    if complete is not None:
-        meta = engine.store.blob_meta(digest)
-        if meta is not None:
-            layout = PieceLayout(meta.size_bytes, meta.piece_bytes)
-            return layout, list(range(layout.count)), True
+    meta = engine.blob_meta(digest)
+    if meta is not None:
+        layout = PieceLayout(meta.size_bytes, meta.piece_bytes)
+        return layout, list(range(layout.count)), True
     task = engine.running(digest)
     if task is not None:
         return task.layout, task.present_pieces(), False
@@ -163,9 +162,7 @@ def _open_piece(engine: Engine, digest: str, index: int) -> tuple[int, PieceLayo
         if piece_digest is None:
             return None
         return task.dup_fd(), task.layout, piece_digest
-    if engine.complete(digest) is None:
-        return None
-    meta = engine.store.blob_meta(digest)
+    meta = engine.blob_meta(digest)
     if meta is None:
         return None
     layout = PieceLayout(meta.size_bytes, meta.piece_bytes)
@@ -180,7 +177,7 @@ def _open_piece(engine: Engine, digest: str, index: int) -> tuple[int, PieceLayo
 
 async def _send_piece(
     request: web.Request,
-    file: os.FileIO,  # type: ignore[name-defined]
+    file: io.FileIO,
     layout: PieceLayout,
     index: int,
     piece_digest: str,
