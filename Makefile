@@ -31,7 +31,7 @@ deps:
 			echo "installing Debian packages:$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
 		else \
-			echo "missing:$$missing (run as root to install, or: apt-get install $(DEB_PACKAGES)); tests needing them are skipped"; \
+			echo "missing:$$missing (run as root to install, or: apt-get install $(DEB_PACKAGES)); tests needing them will fail"; \
 		fi; \
 	fi
 
