@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 REFRESH_S = 0.25  # how often parents' piece lists are read again
 NO_PROGRESS_S = 3.0  # with no piece for this long, ask the scheduler for other parents
 MAX_RETRY_WAIT_S = 2.0
+# While its parents cannot fill the pipeline, a peer asks the scheduler for more this
+# often: the swarm grows after the first decision, and early parents are few and busy.
+TOPUP_S = 1.0
 MAX_PER_PARENT = 4  # piece requests in flight to one parent
 # A parent that answered "no free upload slot" is left alone this long: asking it again
 # at once only burns its CPU on refusals (measured: tens of thousands per minute).
@@ -149,7 +152,7 @@ class SwarmSupplier:
         fetches: dict[int, asyncio.Task[None]] = {}
         fetched_from: dict[int, str] = {}  # piece -> the parent asked for it
         load: collections.Counter[str] = collections.Counter()
-        last_progress = time.monotonic()
+        last_progress = last_ask = time.monotonic()
         next_refresh = 0.0
         try:
             while task.running and task.missing_pieces():
@@ -179,6 +182,7 @@ class SwarmSupplier:
                     max_per_parent=MAX_PER_PARENT,
                     window=2 * self._in_flight,
                     rng=self._rng,
+                    seeds=swarm.seeds,
                 )
                 for index, parent_id in picks:
                     load[parent_id] += 1
@@ -186,6 +190,18 @@ class SwarmSupplier:
                         self._fetch(task, swarm, swarm.parents[parent_id], index, reporter)
                     )
                     fetched_from[index] = parent_id
+                if len(fetches) < self._in_flight and now - last_ask >= TOPUP_S:
+                    # The parents cannot keep the pipeline full: ask for more. The
+                    # scheduler keeps the current ones that still serve this peer.
+                    last_ask = now
+                    more = await self._scheduler.schedule(self.peer_id)
+                    if isinstance(more, UseParents):
+                        self._adopt(swarm, more)
+                        next_refresh = 0.0
+                    elif isinstance(more, GoToSource) or not fetches:
+                        return more
+                    # "Retry later" with pieces on the way: keep fetching from the
+                    # parents at hand and ask again at the next top-up.
                 if not fetches:
                     if time.monotonic() - last_progress > NO_PROGRESS_S:
                         log.info(

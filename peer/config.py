@@ -72,7 +72,7 @@ class PeerConfig:
     location: str = ""  # "a|b|c", most general first
     upload_capacity_bps: float = 1.25e9  # announced to the scheduler, bytes per second
     download_capacity_bps: float = 1.25e9
-    upload_slots: int = 16  # concurrent piece uploads; more are refused with 503
+    upload_slots: int = 8  # concurrent piece uploads; more are refused with 503
     upload_rate_bps: float = 0.0  # cap on piece upload bytes per second; 0: none
     pieces_in_flight: int = 8  # piece requests to parents at once, per blob
     announce_interval_s: float = 10.0

@@ -25,6 +25,7 @@ def pick_pieces(
     max_per_parent: int,
     window: int,
     rng: random.Random,
+    seeds: Set[str] = frozenset(),
 ) -> list[tuple[int, str]]:
     """Up to ``slots`` (piece, parent) requests to start now.
 
@@ -50,6 +51,9 @@ def pick_pieces(
         free = [p for p in holders if load[p] < max_per_parent]
         if not free:
             continue
+        if seeds:
+            # A seed's upload is for pieces no other parent holds (peer.seed_offer).
+            free = [p for p in free if p not in seeds] or free
         least = min(load[p] for p in free)
         parent = rng.choice(sorted(p for p in free if load[p] == least))
         load[parent] += 1

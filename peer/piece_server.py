@@ -6,6 +6,8 @@ piece with ``sendfile`` straight from the task or blob file, with its digest in
 ``X-Piece-Digest``. Only recorded pieces are ever offered. Uploads are bounded in
 number (a full server answers 503 at once, so the child asks another parent) and,
 optionally, in rate. With a cluster token configured every request must carry it.
+A seed peer lists and serves a piece only when ``peer.seed_offer`` allows: not while it
+sends that piece to someone else, nor just after, so its upload goes to new pieces.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp import web
 
 from peer.engine import Engine
 from peer.pieces import PieceLayout
+from peer.seed_offer import SeedOffers
 from registry_proxy.errors import ProtocolError
 from registry_proxy.reference import parse_digest
 
@@ -65,6 +68,8 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
     app = web.Application(middlewares=[_errors])
     app[PIECE_ENGINE_KEY] = engine
     metrics = engine.metrics
+    # Only a seed rations its pieces (peer.seed_offer); a normal peer offers all it has.
+    seed_offers = SeedOffers() if engine.config.seed else None
 
     def authorize(request: web.Request) -> None:
         if token is None:
@@ -84,6 +89,8 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
                 text='{"error": "no such task here"}', content_type="application/json"
             )
         layout, pieces, complete = held
+        if seed_offers is not None:
+            pieces = seed_offers.get(digest).offered(pieces, time.monotonic())
         return web.json_response(
             {
                 "size_bytes": layout.total_bytes,
@@ -115,12 +122,24 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
                 raise web.HTTPServiceUnavailable(
                     text='{"error": "no free upload slot"}', content_type="application/json"
                 )
+            offer = seed_offers.get(digest) if seed_offers is not None else None
+            if offer is not None and not offer.claim(index, time.monotonic()):
+                limiter.release()
+                metrics.upload_rejected.inc()
+                raise web.HTTPServiceUnavailable(
+                    text='{"error": "this seed just sent that piece; fetch it from a peer"}',
+                    content_type="application/json",
+                )
             metrics.uploads_active.set(limiter.active)
+            sent = False
             try:
-                return await _send_piece(
+                response, sent = await _send_piece(
                     request, file, layout, index, piece_digest, limiter, engine
                 )
+                return response
             finally:
+                if offer is not None:
+                    offer.release(index, time.monotonic(), sent)
                 limiter.release()
                 metrics.uploads_active.set(limiter.active)
 
@@ -183,7 +202,8 @@ async def _send_piece(
     piece_digest: str,
     limiter: UploadLimiter,
     engine: Engine,
-) -> web.StreamResponse:
+) -> tuple[web.StreamResponse, bool]:
+    """Send one piece; the flag says whether every byte went out."""
     start, size = layout.start(index), layout.size(index)
     response = web.StreamResponse(
         headers={"Content-Type": "application/octet-stream", "X-Piece-Digest": piece_digest}
@@ -198,10 +218,10 @@ async def _send_piece(
         count = min(step, size - sent)
         await limiter.pace(count)
         if transport is None or transport.is_closing():
-            return response
+            return response, False
         with contextlib.suppress(ConnectionError):
             await loop.sendfile(transport, file, start + sent, count)
         sent += count
         engine.metrics.upload_bytes.inc(count)
     await response.write_eof()
-    return response
+    return response, transport is not None and not transport.is_closing()

@@ -49,7 +49,7 @@ class Scenario:
     schedule_latency_s: float = 0.002
     request_latency_s: float = 0.001
     # Peers, as configured in peer/config.py.
-    upload_slots: int = 16
+    upload_slots: int = 8
     pieces_in_flight: int = 8
     max_per_parent: int = 4
     origin_concurrency: int = 4

@@ -10,8 +10,14 @@ decisions the way ``peer.conductor.SwarmSupplier`` does:
 - ``Parents``: keep up to ``pieces_in_flight`` piece requests going, at most
   ``max_per_parent`` per parent, chosen by ``peer.piece_picker.pick_pieces`` with a
   window of twice the in-flight limit, among pieces whose digest the scheduler trusts;
-  look again every ``REFRESH_S`` while below the limit; with nothing in flight and no
-  piece for ``NO_PROGRESS_S``, ask the scheduler again.
+  look again every ``REFRESH_S`` while below the limit, and ask the scheduler for more
+  parents every ``TOPUP_S`` while the parents cannot fill the pipeline (a "retry later"
+  answer then keeps the parents at hand); with nothing in flight and no piece for
+  ``NO_PROGRESS_S``, ask the scheduler again.
+
+A parent's piece server takes ``upload_slots`` uploads at once and refuses more ("busy":
+the child leaves it alone for ``BUSY_BACKOFF_S``); a seed offers and serves only what
+``peer.seed_offer.SeedOffer`` allows, as ``peer.piece_server`` does.
 
 Every piece is reported with its cost and digest, and a finished peer calls
 ``finish_peer``. The parents' piece lists are read from the simulated peers at once
@@ -25,8 +31,9 @@ import enum
 import random
 from dataclasses import dataclass, field
 
-from peer.conductor import MAX_RETRY_WAIT_S, NO_PROGRESS_S, REFRESH_S
+from peer.conductor import BUSY_BACKOFF_S, MAX_RETRY_WAIT_S, NO_PROGRESS_S, REFRESH_S, TOPUP_S
 from peer.piece_picker import pick_pieces
+from peer.seed_offer import SeedOffer
 from scheduler.core import (
     BackToSource,
     Decision,
@@ -51,6 +58,16 @@ from simulations.workload import Layer, image_layers
 PIECE_PORT = 65002
 
 
+class _UploadSlots:
+    """A host's piece server: at most ``slots`` uploads at once; it refuses the rest."""
+
+    __slots__ = ("slots", "active")
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.active = 0
+
+
 class Mode(enum.Enum):
     ASKING = "asking"  # a request to the scheduler is on its way
     WAITING = "waiting"  # told to retry later
@@ -72,6 +89,8 @@ class SimPeer:
         "parents",
         "mode",
         "last_progress_s",
+        "last_ask_s",
+        "busy_until",
         "poll_pending",
         "origin_queue",
     )
@@ -89,6 +108,8 @@ class SimPeer:
         self.parents: list[str] = []
         self.mode = Mode.ASKING
         self.last_progress_s = 0.0
+        self.last_ask_s = 0.0
+        self.busy_until: dict[str, float] = {}
         self.poll_pending = False
         self.origin_queue: list[int] = []  # reversed: the lowest piece is popped first
 
@@ -109,6 +130,7 @@ class Counters:
     p2p_bytes: int = 0
     cross_rack_bytes: int = 0
     seed_bytes: int = 0  # bytes the seed peers fetched from the registry (part of registry_bytes)
+    seed_upload_bytes: int = 0  # bytes the seed peers sent to other peers
     pieces: int = 0
     decisions: collections.Counter[str] = field(default_factory=collections.Counter)
     back_to_source_peers: int = 0
@@ -156,6 +178,9 @@ class Swarm:
                 self.nodes.append(SimNode(host, arrival))
         self.peers: dict[str, SimPeer] = {}
         self.nodes_done = 0
+        self._uploads: dict[str, _UploadSlots] = {}
+        # What each seed peer offers, as peer.piece_server does on a seed.
+        self._offers: dict[str, SeedOffer] = {}
 
     # -- running ---------------------------------------------------------------------
 
@@ -227,13 +252,29 @@ class Swarm:
             ),
             now,
         )
+        peer.last_ask_s = now
         self._follow(now, peer, self.state.schedule(peer.peer_id, now, self._scheduler_rng))
 
     def _ask(self, now: float, peer: SimPeer) -> None:
         if peer.mode is Mode.DONE:
             return
         assert self.state is not None
+        peer.last_ask_s = now
         self._follow(now, peer, self.state.schedule(peer.peer_id, now, self._scheduler_rng))
+
+    def _top_up(self, now: float, peer: SimPeer) -> None:
+        if peer.mode is Mode.DONE:
+            return
+        assert self.state is not None
+        peer.last_ask_s = now
+        decision = self.state.schedule(peer.peer_id, now, self._scheduler_rng)
+        if isinstance(decision, RetryLater) and peer.in_flight:
+            # As the conductor does: keep fetching from the parents at hand.
+            self.counters.decisions[f"retry_later:{decision.reason}"] += 1
+            peer.mode = Mode.PARENTS
+            self._pump(now, peer)
+            return
+        self._follow(now, peer, decision)
 
     def _follow(self, now: float, peer: SimPeer, decision: Decision) -> None:
         if isinstance(decision, Parents):
@@ -287,7 +328,20 @@ class Swarm:
                 candidates ^= lowest
                 if index in trusted:
                     missing.append(index)
-            availability = {p: peers[p].have for p in peer.parents}
+            # What each parent's piece list says: parents that refused a request for
+            # want of a slot are left alone a moment, and a seed lists what it offers.
+            availability: dict[str, set[int]] = {}
+            seeds = set()
+            for parent_id in peer.parents:
+                if peer.busy_until.get(parent_id, 0.0) > now:
+                    continue
+                parent = peers[parent_id]
+                if parent.node.host.is_seed:
+                    seeds.add(parent_id)
+                    offer = self._offers.setdefault(parent_id, SeedOffer())
+                    availability[parent_id] = set(offer.offered(missing, now))
+                else:
+                    availability[parent_id] = parent.have
             picks = pick_pieces(
                 missing,
                 availability,
@@ -296,12 +350,17 @@ class Swarm:
                 max_per_parent=scenario.max_per_parent,
                 window=window,
                 rng=self._picker_rng,
+                seeds=seeds,
             )
             for index, parent_id in picks:
                 self._request(now, peer, index, parent_id)
         if not in_flight and now - peer.last_progress_s > NO_PROGRESS_S:
             peer.mode = Mode.ASKING
             self.queue.at(now + scenario.schedule_latency_s, self._ask, peer)
+        elif len(in_flight) < scenario.pieces_in_flight and now - peer.last_ask_s >= TOPUP_S:
+            # The parents cannot keep the pipeline full: ask for more (TOPUP_S).
+            peer.mode = Mode.ASKING
+            self.queue.at(now + scenario.schedule_latency_s, self._top_up, peer)
         elif len(in_flight) < scenario.pieces_in_flight and not peer.poll_pending:
             peer.poll_pending = True
             self.queue.at(now + REFRESH_S, self._poll, peer)
@@ -320,16 +379,36 @@ class Swarm:
         parent_host = self.peers[parent_id].node.host
         links = self.cluster.peer_path(parent_host, peer.node.host)
         size = peer.layer.piece_sizes[index]
+        uploads = self._uploads.setdefault(
+            parent_host.host_id, _UploadSlots(self.scenario.upload_slots)
+        )
+        offer = self._offers.get(parent_id) if parent_host.is_seed else None
 
-        def start(t: float, _: object) -> None:
-            self.network.start(
-                links,
-                size,
-                t,
-                lambda flow, t_done: self._piece_done(t_done, peer, index, flow, now),
-            )
+        def arrive(t: float, _: object) -> None:
+            # The piece server answers "busy" with every slot taken, and a seed also for
+            # a piece it does not offer right now (peer.seed_offer).
+            if uploads.active >= uploads.slots or (offer is not None and not offer.claim(index, t)):
+                self.queue.at(t + self.scenario.request_latency_s, refused)
+                return
+            uploads.active += 1
+            self.network.start(links, size, t, done)
 
-        self.queue.at(now + self.scenario.request_latency_s, start)
+        def done(flow: Flow, t_done: float) -> None:
+            uploads.active -= 1
+            if offer is not None:
+                offer.release(index, t_done, sent=True)
+                self.counters.seed_upload_bytes += size
+            self._piece_done(t_done, peer, index, flow, now)
+
+        def refused(t: float, _: object) -> None:
+            peer.in_flight.pop(index)
+            peer.wanted_mask |= 1 << index
+            peer.load[parent_id] -= 1
+            peer.busy_until[parent_id] = t + BUSY_BACKOFF_S
+            if peer.mode is Mode.PARENTS:
+                self._pump(t, peer)
+
+        self.queue.at(now + self.scenario.request_latency_s, arrive)
 
     def _origin_next(self, now: float, peer: SimPeer) -> None:
         if not peer.origin_queue:

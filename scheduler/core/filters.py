@@ -46,6 +46,7 @@ def rejection_reason(
     descendants: Descendants,
     now: float,
     bad_parent_ttl_s: float,
+    keep_moving_parent_s: float = 0.0,
 ) -> FilterReason | None:
     """The first reason ``candidate`` cannot serve ``child``, or None if it can."""
     if candidate is child:
@@ -56,12 +57,33 @@ def rejection_reason(
         return FilterReason.BLOCKED
     if candidate.costs.is_bad(now, bad_parent_ttl_s):
         return FilterReason.BAD_PARENT
-    if not candidate.pieces_mask & ~child.pieces_mask:
+    if not candidate.pieces_mask & ~child.pieces_mask and not _keeps_feeding(
+        child, candidate, now, keep_moving_parent_s
+    ):
         return FilterReason.NOTHING_NEEDED
     # A current parent of this child already holds a slot for it, so it may keep it.
-    if candidate.host.free_upload_slots <= 0 and candidate.peer_id not in child.parents:
+    if not candidate.has_free_upload_slot and candidate.peer_id not in child.parents:
         return FilterReason.NO_UPLOAD_SLOT
     # A peer without parents cannot be anyone's descendant; skip the walk for those.
     if candidate.parents and candidate in descendants:
         return FilterReason.CYCLE
     return None
+
+
+def _keeps_feeding(child: Peer, candidate: Peer, now: float, keep_moving_parent_s: float) -> bool:
+    """A current parent still downloading will soon hold pieces the child lacks.
+
+    In a pipelined swarm a child is often right behind its parent: at that instant the
+    parent holds nothing new, yet it is the child's best source a moment later. Dropping
+    it would cost the child its place in the pipeline and the parent an upload it was
+    about to make; only a fresh candidate must already hold something the child needs.
+    Not kept that way: a parent that received nothing for ``keep_moving_parent_s``, and
+    one behind the child (fewer pieces), which more likely needs the child's pieces
+    than the other way round, and as a parent would forbid that edge (a cycle).
+    """
+    return (
+        candidate.peer_id in child.parents
+        and not candidate.is_complete
+        and now - candidate.last_piece_at_s < keep_moving_parent_s
+        and candidate.finished_piece_count >= child.finished_piece_count
+    )

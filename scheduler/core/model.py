@@ -72,10 +72,6 @@ class Host:
         return self._recent_upload_bytes * math.exp(-age_s / UPLOAD_WINDOW_S)
 
     @property
-    def free_upload_slots(self) -> int:
-        return self.upload_slots - self.children_count
-
-    @property
     def rack_key(self) -> tuple[str, str]:
         # Rack names need only be unique within an idc.
         return (self.idc, self.rack)
@@ -177,12 +173,26 @@ class Peer:
     holds_quota: bool = False
     # Consecutive "retry later" answers since the last useful decision.
     retry_count: int = 0
+    # When this peer last received a piece (or registered): whether it still moves.
+    last_piece_at_s: float = 0.0
     # Pieces whose trusted digest this peer reported; they go if the peer fails.
     digest_pieces: list[int] = field(default_factory=list)
 
     @property
     def finished_piece_count(self) -> int:
         return self.pieces_mask.bit_count()
+
+    @property
+    def has_free_upload_slot(self) -> bool:
+        """Fewer children on this task than its host's ``upload_slots``.
+
+        Slots count per task, not per host: a host working on several blobs at once
+        (containerd pulls three layers at a time) would otherwise spend its slots on
+        children of one blob that have nothing to fetch from it right now, and turn
+        away children of another blob it could serve. The piece server still bounds
+        the uploads that actually run at once, per host.
+        """
+        return len(self.children) < self.host.upload_slots
 
     @property
     def is_complete(self) -> bool:

@@ -53,7 +53,14 @@ def best_parents(
 
     def screen(candidates: list[Peer]) -> None:
         for candidate in candidates:
-            reason = rejection_reason(child, candidate, descendants, now, settings.bad_parent_ttl_s)
+            reason = rejection_reason(
+                child,
+                candidate,
+                descendants,
+                now,
+                settings.bad_parent_ttl_s,
+                settings.keep_moving_parent_s,
+            )
             if reason is None:
                 survivors.append(candidate)
             else:
@@ -82,12 +89,19 @@ def best_parents(
             f"evaluator {evaluator.name!r} returned {len(scores)} scores "
             f"for {len(survivors)} candidates"
         )
-    # A score that is not a number ranks last instead of scrambling the sort. Ties keep
-    # the candidate order: current parents first (no churn for nothing), then the sample
+    # Candidates holding pieces the child lacks rank before current parents kept only
+    # because they are still downloading (see filters): a parent with nothing to give
+    # must not crowd out one that has something. Within each group the score decides; a
+    # score that is not a number ranks last instead of scrambling the sort. Ties keep the
+    # candidate order: current parents first (no churn for nothing), then the sample
     # order, which the seeded rng made random, so no peer id is favoured.
+    lacking = ~child.pieces_mask
     ranked = sorted(
         zip(survivors, scores, strict=True),
-        key=lambda pair: -pair[1] if not math.isnan(pair[1]) else math.inf,
+        key=lambda pair: (
+            not pair[0].pieces_mask & lacking,
+            -pair[1] if not math.isnan(pair[1]) else math.inf,
+        ),
     )
     return ranked[: settings.parents_per_decision], tuple(rejected)
 

@@ -43,6 +43,11 @@ class SchedulerSettings:
     # a crowd that was told to wait does not come back in one burst.
     retry_delay_s: float = 0.5
     retry_jitter: float = 0.2
+    # A current parent that holds nothing the child lacks stays its parent while it is
+    # still downloading and received a piece within this long: a child right behind its
+    # parent in a pipeline would otherwise lose it at every decision. A parent that
+    # stopped moving is let go, so the child is not tied to a stalled peer.
+    keep_moving_parent_s: float = 5.0
     # Hosts that have not announced for this long are expired with their peers.
     host_ttl_s: float = 60.0
 

@@ -177,7 +177,7 @@ class SchedulerState:
             settings.slow_cost_sigmas,
             settings.slow_cost_min_ratio,
         )
-        peer = Peer(event.peer_id, host, task, costs, registered_at_s=now)
+        peer = Peer(event.peer_id, host, task, costs, registered_at_s=now, last_piece_at_s=now)
         self.peers[peer.peer_id] = peer
         host.peers[peer.peer_id] = peer
         task.peers[peer.peer_id] = peer
@@ -274,6 +274,7 @@ class SchedulerState:
         for report in event.reports:
             parent = self.peers.get(report.parent_id) if report.parent_id else None
             if report.ok:
+                child.last_piece_at_s = now
                 self._add_piece(child, report.piece_index)
                 if parent is not None:
                     parent.host.record_upload(report.size_bytes, now)

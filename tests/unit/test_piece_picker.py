@@ -71,3 +71,20 @@ def test_ties_between_parents_are_broken_at_random_but_deterministically() -> No
         pick_pieces([0], availability, {}, 1, 1, 4, random.Random(s))[0][1] for s in range(30)
     }
     assert len(chosen) > 1
+
+
+def test_a_seed_is_asked_only_for_pieces_no_other_parent_holds() -> None:
+    availability = {"seed": set(range(8)), "p": {0, 1, 2, 3}}
+    for s in range(20):
+        picks = pick_pieces(
+            list(range(8)),
+            availability,
+            {},
+            slots=6,
+            max_per_parent=4,
+            window=16,
+            rng=random.Random(s),
+            seeds={"seed"},
+        )
+        for index, parent in picks:
+            assert parent == ("p" if index < 4 else "seed"), (index, parent)

@@ -8,12 +8,13 @@ from peer.pieces import MiB, PieceLayout, PieceSet, piece_length_for
 @pytest.mark.parametrize(
     ("total", "expected"),
     [
-        (0, 4 * MiB),
-        (1, 4 * MiB),
-        (1000 * MiB, 4 * MiB),  # 2 MiB per piece wanted, clamped up to 4 MiB
-        (4000 * MiB, 8 * MiB),
-        (4001 * MiB, 16 * MiB),  # just over 8 MiB wanted: next power of two
-        (100 * 1024 * MiB, 256 * MiB // 4),  # clamped down to 64 MiB
+        (0, 1 * MiB),
+        (1, 1 * MiB),
+        (64 * MiB, 1 * MiB),  # 0.5 MiB per piece wanted, clamped up to 1 MiB
+        (1000 * MiB, 8 * MiB),  # 7.8 MiB wanted: next power of two
+        (1024 * MiB, 8 * MiB),
+        (1025 * MiB, 16 * MiB),  # just over 8 MiB wanted
+        (100 * 1024 * MiB, 64 * MiB),  # 800 MiB wanted, clamped down to 64 MiB
     ],
 )
 def test_piece_length_rule(total: int, expected: int) -> None:

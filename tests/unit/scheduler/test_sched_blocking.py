@@ -123,16 +123,47 @@ def test_a_child_asking_again_keeps_good_parents_the_new_sample_missed() -> None
     check_invariants(swarm.state)
 
 
-def test_retry_later_releases_parents_that_have_nothing_more() -> None:
+def test_a_parent_still_downloading_is_kept_while_it_moves() -> None:
+    # c caught up with x; x is still receiving pieces, so c stays right behind it.
     swarm = Swarm()
     swarm.peer("x", pieces=[0])
     swarm.peer("c")
     assert isinstance(swarm.schedule("c"), Parents)
     swarm.report("c", "x", [0])
+    swarm.now = 4.0
+    swarm.report("x", None, [1])
+    swarm.report("c", "x", [1])
+    swarm.now = 8.0  # x moved 4 s ago, under keep_moving_parent_s (5 s)
+    decision = swarm.schedule("c")
+    assert isinstance(decision, Parents)
+    assert [p.peer_id for p in decision.parents] == ["x"]
+    check_invariants(swarm.state)
+
+
+def test_retry_later_releases_parents_that_stopped_moving() -> None:
+    swarm = Swarm()
+    swarm.peer("x", pieces=[0])
+    swarm.peer("c")
+    assert isinstance(swarm.schedule("c"), Parents)
+    swarm.report("c", "x", [0])
+    swarm.now = 5.0  # x received nothing since it registered at 0
     decision = swarm.schedule("c")
     assert isinstance(decision, RetryLater)
     assert swarm.state.peers["c"].parents == {}
     assert swarm.state.hosts["h-x"].children_count == 0
+
+
+def test_a_parent_with_pieces_to_give_ranks_before_one_only_kept() -> None:
+    swarm = Swarm(SchedulerSettings(parents_per_decision=1))
+    swarm.peer("x", pieces=[0])
+    swarm.peer("c")
+    assert [p.peer_id for p in swarm.schedule("c").parents] == ["x"]  # type: ignore[union-attr]
+    swarm.report("c", "x", [0])
+    swarm.peer("y", pieces=[0, 1])
+    decision = swarm.schedule("c")
+    assert isinstance(decision, Parents)
+    assert [p.peer_id for p in decision.parents] == ["y"]
+    check_invariants(swarm.state)
 
 
 def test_the_last_piece_releases_the_parents_before_the_digest_check() -> None:

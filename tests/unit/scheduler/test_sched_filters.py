@@ -114,7 +114,7 @@ def test_a_current_parent_keeps_its_slot_for_its_child() -> None:
     swarm.full("x", upload_slots=1)
     first = swarm.schedule("c")
     assert isinstance(first, Parents)
-    assert swarm.state.hosts["h-x"].free_upload_slots == 0
+    assert not swarm.state.peers["x"].has_free_upload_slot
     # Asking again: x's only slot is c's own, so x is offered again.
     again = swarm.schedule("c")
     assert isinstance(again, Parents)
@@ -143,3 +143,20 @@ def test_bad_parent_filter_uses_the_settings_ttl() -> None:
     decision = swarm.schedule("c")
     assert isinstance(decision, Parents)
     assert [p.peer_id for p in decision.parents] == ["x"]
+
+
+def test_upload_slots_count_per_task() -> None:
+    # One slot on h-x: a child of one blob does not take it from a child of another.
+    other = "sha256:" + "cd" * 32
+    swarm = Swarm()
+    swarm.host("h-x", upload_slots=1)
+    swarm.peer("x", "h-x", pieces=range(PIECES))
+    swarm.peer("x2", "h-x", pieces=range(PIECES), task=other)
+    swarm.peer("c1")
+    swarm.peer("c2", task=other)
+    swarm.peer("c3")
+    assert [p.peer_id for p in swarm.schedule("c1").parents] == ["x"]  # type: ignore[union-attr]
+    assert [p.peer_id for p in swarm.schedule("c2").parents] == ["x2"]  # type: ignore[union-attr]
+    third = swarm.schedule("c3")
+    assert isinstance(third, RetryLater)
+    assert FilterReason.NO_UPLOAD_SLOT in {r.reason for r in third.rejected}
