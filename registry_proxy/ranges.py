@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 from registry_proxy.errors import ProtocolError
 
-_SINGLE_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits only (RFC 9110's DIGIT): ``\d`` would also take Arabic-Indic and other digits.
+_SINGLE_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# Positions with more digits than this are past the end of any blob. They are not
+# converted: int() refuses more than 4300 digits, and a header may hold 8 KB of them.
+_MAX_POSITION_DIGITS = 30
+_PAST_ANY_BLOB: int = 10**_MAX_POSITION_DIGITS
 
 
 @dataclass(frozen=True)
@@ -49,17 +54,34 @@ def parse_range(header: str | None, total_bytes: int) -> ByteRange | None:
     if first == "" and last == "":
         return None
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or total_bytes == 0:
             raise _unsatisfiable(header, total_bytes)
         return ByteRange(max(0, total_bytes - suffix), total_bytes)
-    start = int(first)
-    stop = total_bytes if last == "" else min(int(last) + 1, total_bytes)
-    if last != "" and int(last) < start:
-        return None  # RFC 9110: an invalid range-spec makes the header ignorable.
+    start = _position(first)
+    if last == "":
+        stop = total_bytes
+    else:
+        if _order(last) < _order(first):
+            return None  # RFC 9110: an invalid range-spec makes the header ignorable.
+        stop = min(_position(last) + 1, total_bytes)
     if start >= total_bytes:
         raise _unsatisfiable(header, total_bytes)
     return ByteRange(start, stop)
+
+
+def _position(digits: str) -> int:
+    """The value of a run of ASCII digits, capped past the end of any blob."""
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_POSITION_DIGITS:
+        return _PAST_ANY_BLOB
+    return int(significant or "0")
+
+
+def _order(digits: str) -> tuple[int, str]:
+    """Sorts runs of ASCII digits by value, however long, without converting them."""
+    significant = digits.lstrip("0")
+    return len(significant), significant
 
 
 def _unsatisfiable(header: str, total_bytes: int) -> ProtocolError:

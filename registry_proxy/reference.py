@@ -91,9 +91,11 @@ def parse_path(path: str) -> RegistryPath:
         return RegistryPath(Kind.PING)
     if not path.startswith("/v2/"):
         raise ProtocolError(404, "UNSUPPORTED", f"not a registry API path: {path!r}")
-    if re.search(r"/blobs/uploads(/|$)", path):
-        raise ProtocolError(405, "UNSUPPORTED", "the mirror is read-only")
     parts = path[len("/v2/") :].split("/")
+    # Uploads are ``<name>/blobs/uploads/`` and ``<name>/blobs/uploads/<session>``. Only
+    # the end of the path counts: ``blobs/uploads`` earlier on is part of the name.
+    if parts[-2:] == ["blobs", "uploads"] or parts[-3:-1] == ["blobs", "uploads"]:
+        raise ProtocolError(405, "UNSUPPORTED", "the mirror is read-only")
     if len(parts) >= 3 and parts[-2] == "tags" and parts[-1] == "list":
         return RegistryPath(Kind.TAGS, validate_name("/".join(parts[:-2])))
     if len(parts) < 3 or parts[-2] not in ("manifests", "blobs"):
