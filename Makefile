@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo drive for real.
-DEB_PACKAGES := docker-registry containerd redis-server skopeo
-DEB_COMMANDS := docker-registry containerd redis-server skopeo
+DEB_PACKAGES := docker-registry containerd redis-server skopeo prometheus
+DEB_COMMANDS := docker-registry containerd redis-server skopeo promtool
 
 .PHONY: all venv deps lint test test-fast demo bench clean
 
@@ -54,6 +54,7 @@ demo: deps venv
 bench: deps venv
 	$(BIN)/python -m bench.mirror_bench
 	$(BIN)/python -m bench.swarm_bench
+	$(BIN)/python -m bench.sched_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -87,6 +87,24 @@ def host_busy_over(seconds: float) -> float:
     return (busy - busy0) / (total - total0) if total > total0 else 0.0
 
 
+def wait_for_quiet(
+    limit_s: float, busy_share: float, say: Callable[[str], None]
+) -> tuple[float, float]:
+    """Wait (up to ``limit_s``) until other load leaves the CPUs mostly idle.
+
+    Returns (seconds waited, busy share of the last second). Other work on the machine
+    would slow what is measured down and be counted against it.
+    """
+    started = time.monotonic()
+    while True:
+        busy = host_busy_over(1.0)
+        waited = time.monotonic() - started
+        if busy <= busy_share or waited >= limit_s:
+            return round(waited, 1), round(busy, 3)
+        if waited < 1.5:
+            say(f"waiting up to {limit_s:.0f}s for other load to stop ({busy:.0%} busy) ...")
+
+
 def meminfo() -> dict[str, int]:
     found: dict[str, int] = {}
     for line in Path("/proc/meminfo").read_text().splitlines():

@@ -7,7 +7,7 @@ import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,16 +102,19 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def code_state() -> dict[str, Any]:
-    """Which peer code ran: the commit, files changed since, and a hash of the sources."""
+def code_state(directories: Sequence[str] = MEASURED_CODE) -> dict[str, Any]:
+    """Which code ran: the commit, files changed since, and a hash of the sources.
+
+    ``directories`` are the packages whose speed is measured (the peer's by default).
+    """
     sources = hashlib.sha256()
-    for directory in MEASURED_CODE:
+    for directory in directories:
         for path in sorted((REPO_ROOT / directory).rglob("*.py")):
             sources.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0")
             sources.update(path.read_bytes())
     try:
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--", *MEASURED_CODE],
+            ["git", "status", "--porcelain", "--", *directories],
             capture_output=True,
             text=True,
             timeout=10,

@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.probes import host_busy_over, load_average
+from bench.probes import host_busy_over, load_average, wait_for_quiet
 from bench.report import machine_facts, round_
 from bench.swarm_net import (
     LoopbackNetwork,
@@ -160,22 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _wait_for_quiet(limit_s: float) -> tuple[float, float]:
-    """Wait (up to ``limit_s``) until other load leaves the CPUs mostly idle.
-
-    Returns (seconds waited, busy share of the last second). Other work on the machine
-    would slow the peers down and be counted against them.
-    """
-    started = time.monotonic()
-    while True:
-        busy = host_busy_over(1.0)
-        waited = time.monotonic() - started
-        if busy <= QUIET_BUSY_SHARE or waited >= limit_s:
-            return round_(waited, 1), round_(busy, 3)
-        if waited < 1.5:
-            progress(f"waiting up to {limit_s:.0f}s for other load to stop ({busy:.0%} busy) ...")
-
-
 def _choose_network(mode: str) -> tuple[Network, str]:
     if mode == "app":
         return LoopbackNetwork(), "in-app limits were asked for (--shaping app)"
@@ -205,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     started_at = dt.datetime.now(dt.UTC)
     code = code_state()
     host: dict[str, Any] = {"load_average_before": load_average()}
-    host["waited_for_quiet_s"], host["busy_before"] = _wait_for_quiet(args.quiet_wait_s)
+    host["waited_for_quiet_s"], host["busy_before"] = wait_for_quiet(
+        args.quiet_wait_s, QUIET_BUSY_SHARE, progress
+    )
 
     # One run at a time: the namespaces have fixed names, and a second run would take the
     # first one's namespaces for leftovers of a crash.

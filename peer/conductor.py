@@ -283,6 +283,7 @@ class SwarmSupplier:
         # Counted before recording: once recorded, a client may already have every byte.
         source = "seed" if parent.peer_id in swarm.seeds else "peer"
         self._metrics.download_bytes.labels(source).inc(layout.size(index))
+        self._metrics.piece_cost.labels(source).observe(cost_s)
         digest = await task.record_piece(index, swarm.digests[index], hasher.digests[index])
         reporter.add(PieceTransfer(index, parent.peer_id, layout.size(index), cost_s, True, digest))
 

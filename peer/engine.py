@@ -90,6 +90,7 @@ class Engine:
             self.index.blob_bytes,
             len(partial),
         )
+        self.metrics.cache_quota_bytes.set(self.index.quota_bytes)
         self._update_cache_gauges()
 
     async def close(self) -> None:
@@ -175,13 +176,24 @@ class Engine:
         return task
 
     def _supplier_for(self, origin: BlobOrigin) -> PieceSupplier:
+        metrics = self.metrics
+        origin_piece_cost = metrics.piece_cost.labels("origin")
+
         def from_origin(on_piece: Callable[[PieceTransfer], None]) -> OriginSupplier:
+            # Every way to the registry passes here: the scheduler's "back to source", a
+            # scheduler that cannot be reached, or no scheduler at all.
+            metrics.back_to_source.inc()
+
+            def counted(transfer: PieceTransfer) -> None:
+                origin_piece_cost.observe(transfer.cost_s)
+                on_piece(transfer)
+
             return OriginSupplier(
                 OriginFetcher(self._client, origin),
                 self.config.origin_concurrency,
                 self.config.piece_attempts,
-                on_bytes=self.metrics.download_bytes.labels("origin").inc,
-                on_piece=on_piece,
+                on_bytes=metrics.download_bytes.labels("origin").inc,
+                on_piece=counted,
             )
 
         if self._swarm is None:
@@ -206,6 +218,7 @@ class Engine:
             )
         for victim in victims:
             log.info("evicting %s to make room for %s", victim, digest)
+            self.metrics.cache_evicted_bytes.inc(self.index.size_of(victim) or 0)
             self.index.remove(victim)
             self._metas.pop(victim, None)
             self.store.remove_blob(victim)

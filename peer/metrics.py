@@ -1,7 +1,10 @@
 """Prometheus metrics of one peer daemon, on a registry of its own.
 
 A registry per daemon (not the global one) lets several peers live in one process,
-as they do in tests.
+as they do in tests. Names follow ``p2p_peer_<what>_<unit>``; counters get the
+``_total`` suffix from the client library. Every label value the daemon can produce is
+created up front at zero, so a dashboard shows 0 for "nothing happened" instead of "no
+data", and ``rate()`` sees the first increase.
 """
 
 from __future__ import annotations
@@ -9,6 +12,18 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# One piece (4 MiB at the default size) from a parent on the same network takes a few
+# milliseconds to a second; more than ten seconds means the parent or the link is sick.
+_PIECE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+# Where downloaded bytes came from: the registry, a normal peer, a seed peer.
+SOURCES = ("origin", "peer", "seed")
+BLOB_REQUEST_RESULTS = ("hit", "miss", "joined", "error")
+TASK_RESULTS = ("complete", "failed")
+# Why the conductor gave up on a parent: ParentError reasons (peer/parent_client.py) but
+# "busy", which only backs off, plus "corrupt" (a piece failed its digest). A
+# status_<code> reason appears when a parent answers with an unexpected status.
+PARENT_FAILURE_REASONS = ("unreachable", "short", "too_long", "local_write", "corrupt")
 
 
 class PeerMetrics:
@@ -40,12 +55,24 @@ class PeerMetrics:
         self.task_results = Counter(
             "p2p_peer_tasks", "Finished blob downloads by result.", ["result"], registry=r
         )
+        self.back_to_source = Counter(
+            "p2p_peer_back_to_source",
+            "Downloads (or what was left of them) fetched from the registry: the scheduler "
+            "said so, could not be reached, or there is no scheduler.",
+            registry=r,
+        )
         self.cache_bytes = Gauge(
             "p2p_peer_cache_bytes", "Bytes of complete blobs in the cache.", registry=r
+        )
+        self.cache_quota_bytes = Gauge(
+            "p2p_peer_cache_quota_bytes", "Most bytes of complete blobs kept.", registry=r
         )
         self.cache_blobs = Gauge("p2p_peer_cache_blobs", "Complete blobs in the cache.", registry=r)
         self.cache_evictions = Counter(
             "p2p_peer_cache_evictions", "Blobs evicted to stay under the quota.", registry=r
+        )
+        self.cache_evicted_bytes = Counter(
+            "p2p_peer_cache_evicted_bytes", "Bytes of blobs evicted from the cache.", registry=r
         )
         self.time_to_first_byte = Histogram(
             "p2p_peer_time_to_first_byte_seconds",
@@ -57,6 +84,13 @@ class PeerMetrics:
             "p2p_peer_blob_download_duration_seconds",
             "Duration of complete blob downloads.",
             buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.piece_cost = Histogram(
+            "p2p_peer_piece_cost_seconds",
+            "Time to bring one piece in, by source (origin, peer, seed).",
+            ["source"],
+            buckets=_PIECE_BUCKETS,
             registry=r,
         )
         self.upload_bytes = Counter(
@@ -72,7 +106,7 @@ class PeerMetrics:
         )
         self.parent_failures = Counter(
             "p2p_peer_parent_failures",
-            "Pieces a parent failed to deliver, by reason.",
+            "Parents this peer gave up on (and blocked at the scheduler), by reason.",
             ["reason"],
             registry=r,
         )
@@ -86,3 +120,12 @@ class PeerMetrics:
             "Client responses ended short because no new verified byte came in time.",
             registry=r,
         )
+        for source in SOURCES:
+            self.download_bytes.labels(source)
+            self.piece_cost.labels(source)
+        for result in BLOB_REQUEST_RESULTS:
+            self.blob_requests.labels(result)
+        for result in TASK_RESULTS:
+            self.task_results.labels(result)
+        for reason in PARENT_FAILURE_REASONS:
+            self.parent_failures.labels(reason)

@@ -5,9 +5,13 @@ this peer is still downloading); ``GET /api/v1/tasks/<digest>/pieces/<n>`` sends
 piece with ``sendfile`` straight from the task or blob file, with its digest in
 ``X-Piece-Digest``. Only recorded pieces are ever offered. Uploads are bounded in
 number (a full server answers 503 at once, so the child asks another parent) and,
-optionally, in rate. With a cluster token configured every request must carry it.
+optionally, in rate. With a cluster token configured every piece request must carry it.
 A seed peer lists and serves a piece only when ``peer.seed_offer`` allows: not while it
 sends that piece to someone else, nor just after, so its upload goes to new pieces.
+
+``/metrics`` (Prometheus) and ``/healthz`` need no token: the piece server is the port
+other machines reach, so it is where Prometheus scrapes a peer whose registry mirror
+listens on loopback only.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from peer.engine import Engine
 from peer.pieces import PieceLayout
@@ -146,9 +151,15 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "uploads_active": limiter.active})
 
+    async def metrics_endpoint(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
     app.router.add_get("/api/v1/tasks/{digest}/pieces", piece_list)
     app.router.add_get("/api/v1/tasks/{digest}/pieces/{index}", piece)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
     return app
 
 

@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from scheduler.core import (
     BackToSource,
@@ -27,13 +27,16 @@ from scheduler.core import (
 from scheduler.service import wire
 from scheduler.service.errors import ProtocolError
 from scheduler.service.fields import BODY, as_digest, parse_body
-from scheduler.service.metrics import SchedulerMetrics
+from scheduler.service.metrics import EVICTION_REPORTED_BY_CHILD, SchedulerMetrics, piece_source
 from scheduler.service.writer import StateWriter
 
 log = logging.getLogger(__name__)
 
 # Large enough for a batch of thousands of piece reports; a bigger body is a broken client.
 MAX_BODY_BYTES = 1024 * 1024
+# A report batch's piece sources and the parents it blocked, for the metrics.
+_ReportEffect = tuple[list[str], set[str]]
+JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -60,11 +63,26 @@ def _decide(state: SchedulerState, peer_id: str, now: float, rng: random.Random)
 
 
 async def read_body(request: web.Request) -> object:
+    """The request's JSON body; an empty body is ``{}`` whatever its declared type."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ProtocolError(413, f"body larger than {MAX_BODY_BYTES} bytes", BODY) from None
+    if raw.strip() and not _is_json(request.content_type):
+        # A form or text body that happens to hold JSON is still a client that does not
+        # speak this API; say so instead of guessing.
+        declared = request.headers.get(hdrs.CONTENT_TYPE, "none")
+        raise ProtocolError(
+            415, f"{hdrs.CONTENT_TYPE}: expected {JSON}, got {declared}", hdrs.CONTENT_TYPE
+        )
     return parse_body(raw)
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` or a JSON-based type (``application/problem+json``)."""
+    return content_type == JSON or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
 
 
 def _ok() -> web.Response:
@@ -76,6 +94,7 @@ class SchedulerApi:
         self._writer = writer
         self._metrics = metrics
         self._host_ttl_s = host_ttl_s
+        self._digests_text = wire.DigestsText()
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_routes(
@@ -157,13 +176,19 @@ class SchedulerApi:
     async def report_pieces(self, request: web.Request) -> web.Response:
         peer_id = wire.path_identifier(request.match_info["peer_id"], "peer_id")
         event = wire.pieces_reported(peer_id, await read_body(request))
-        await self._writer.submit(lambda state, now, rng: state.report_pieces(event, now))
+
+        def report(state: SchedulerState, now: float, rng: random.Random) -> _ReportEffect:
+            # Sources are read before the batch (a seed may leave right after), and the
+            # parents the batch blocked by comparing the child's blocked set around it.
+            sources = [piece_source(state, r.parent_id) for r in event.reports]
+            blocked = state.peer(peer_id).blocked_parent_ids
+            before = set(blocked)
+            state.report_pieces(event, now)
+            return sources, blocked - before
+
+        sources, newly_blocked = await self._writer.submit(report)
         self._metrics.events.labels("pieces_reported").inc()
-        failed = sum(1 for report in event.reports if not report.ok)
-        if failed:
-            self._metrics.piece_reports.labels("failed").inc(failed)
-        if len(event.reports) > failed:
-            self._metrics.piece_reports.labels("ok").inc(len(event.reports) - failed)
+        self._metrics.count_reports(event, sources, newly_blocked)
         return _ok()
 
     async def block_parent(self, request: web.Request) -> web.Response:
@@ -177,6 +202,7 @@ class SchedulerApi:
         started = time.perf_counter()
         outcome = await self._writer.submit(block)
         self._metrics.events.labels("parent_reported").inc()
+        self._metrics.parent_evictions.labels(EVICTION_REPORTED_BY_CHILD).inc()
         log.info("peer %s blocked parent %s", peer_id, parent_id)
         return self._answer(peer_id, outcome, started)
 
@@ -237,18 +263,25 @@ class SchedulerApi:
         decision = outcome.decision
         if decision is None:
             # A peer holding the whole blob (re-registered, or finished): nothing to fetch.
-            return web.json_response(wire.decision_json(Parents(()), outcome.piece_digests))
+            return self._decision_response(Parents(()), outcome)
         self._metrics.count_decision(decision, time.perf_counter() - started)
         if isinstance(decision, Parents):
-            log.debug(
-                "peer %s gets parents %s",
-                peer_id,
-                ", ".join(choice.peer_id for choice in decision.parents),
-            )
+            if log.isEnabledFor(logging.DEBUG):  # the join costs even when not logged
+                log.debug(
+                    "peer %s gets parents %s",
+                    peer_id,
+                    ", ".join(choice.peer_id for choice in decision.parents),
+                )
         elif isinstance(decision, BackToSource):
             log.info(
                 "peer %s goes back to source for %s: %s", peer_id, outcome.task_id, decision.reason
             )
         else:
             log.debug("peer %s retries later: %s", peer_id, decision.reason)
-        return web.json_response(wire.decision_json(decision, outcome.piece_digests))
+        return self._decision_response(decision, outcome)
+
+    def _decision_response(self, decision: Decision, outcome: Outcome) -> web.Response:
+        digests = ""
+        if isinstance(decision, Parents):
+            digests = self._digests_text.get(outcome.task_id, outcome.piece_digests)
+        return web.Response(body=wire.decision_body(decision, digests), content_type=JSON)

@@ -20,20 +20,59 @@ from scheduler.service.errors import ProtocolError
 # Integers and numbers must fit a signed 64-bit integer, so peers written in any language
 # can round-trip them.
 MAX_INT = 2**63 - 1
-MAX_NUMBER = float(MAX_INT)
 MAX_ID_CHARS = 256
 MAX_LABEL_CHARS = 256
+MAX_HOSTNAME_CHARS = 253
+# The patterns below are also the OpenAPI document's (``openapi``), so they use only syntax
+# that Python's ``re`` and ECMA-262 read alike: explicit character classes, no ``\s`` (the
+# two disagree on which characters are spaces) and no lookarounds.
+#
+# Control characters (C0, DEL, C1) and the characters Python's ``str.isspace`` calls
+# spaces, plus the byte-order mark.
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+_SPACE = r"\u0020\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+IDENTIFIER_PATTERN = rf"^[^{_CONTROL}{_SPACE}]+$"
+LABEL_PATTERN = rf"^[^{_CONTROL}]*$"
 # OCI image-spec digest grammar: algorithm ":" encoded.
-_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+DIGEST_PATTERN = r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
+# Dot-separated labels of 1..63 letters, digits, '_' or '-', not starting or ending with
+# '-'; a trailing dot is allowed. Dotted IPv4 addresses match it too.
+_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOSTNAME_PATTERN = rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?$"
 _SHA256_HEX = re.compile(r"[a-f0-9]{64}")
-_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
-_NO_SPACE_OR_CONTROL = re.compile(r"[^\s\x00-\x1f\x7f]+")
-_NO_CONTROL = re.compile(r"[^\x00-\x1f\x7f]*")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    """A pattern of the document for ``fullmatch``: anchors off, ``\\uXXXX`` as Python reads it."""
+    return re.compile(pattern.removeprefix("^").removesuffix("$"))
+
+
+_IDENTIFIER = _compile(IDENTIFIER_PATTERN)
+_LABEL = _compile(LABEL_PATTERN)
+_DIGEST = _compile(DIGEST_PATTERN)
+_HOSTNAME = _compile(HOSTNAME_PATTERN)
 BODY = "body"
+# Integers longer than this are out of every range the API has (``MAX_INT`` has 19 digits);
+# they are not converted, so a 5,000-digit number costs nothing and names its field.
+_MAX_INT_DIGITS = 24
 
 
 def bad(field: str, message: str) -> ProtocolError:
     return ProtocolError(400, f"{field}: {message}", field)
+
+
+class HugeInteger:
+    """A JSON integer too long to be in range; it is refused by the field that holds it."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"{self.digits[:10]}...({len(self.digits.lstrip('-'))} digits)"
+
+
+def _parse_int(digits: str) -> int | HugeInteger:
+    return int(digits) if len(digits) <= _MAX_INT_DIGITS else HugeInteger(digits)
 
 
 def parse_body(raw: bytes) -> object:
@@ -41,9 +80,12 @@ def parse_body(raw: bytes) -> object:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also too-long integers
+        return json.loads(raw, parse_int=_parse_int)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise bad(BODY, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        # A megabyte of "[" nests deeper than the parser's recursion limit.
+        raise bad(BODY, "JSON nested too deeply") from None
 
 
 def json_type(value: object) -> str:
@@ -51,7 +93,7 @@ def json_type(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | HugeInteger):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -61,24 +103,28 @@ def json_type(value: object) -> str:
 
 
 def as_int(value: object, field: str, minimum: int = 0, maximum: int = MAX_INT) -> int:
+    if isinstance(value, HugeInteger):
+        raise bad(field, f"must be in {minimum}..{maximum}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad(field, f"expected an integer, got {json_type(value)}")
     if not minimum <= value <= maximum:
-        raise bad(field, f"must be in {minimum}..{maximum}, got {_short(value)}")
+        raise bad(field, f"must be in {minimum}..{maximum}, got {value}")
     return value
 
 
-def as_number(value: object, field: str, maximum: float = MAX_NUMBER) -> float:
-    """A finite number in ``0..maximum``; integers are accepted."""
+def as_number(value: object, field: str, maximum: int = MAX_INT) -> float:
+    """A finite number in ``0..maximum``; integers are accepted.
+
+    The bound is compared exactly (Python compares ints and floats by value), as a JSON
+    Schema validator does: ``2**63`` and ``9.3e18`` are both above ``2**63 - 1``.
+    """
+    if isinstance(value, HugeInteger):
+        raise bad(field, f"must be in 0..{maximum}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad(field, f"expected a number, got {json_type(value)}")
-    if isinstance(value, int):
-        if not 0 <= value <= maximum:
-            raise bad(field, f"must be in 0..{int(maximum)}, got {_short(value)}")
-        return float(value)
     if not (math.isfinite(value) and 0 <= value <= maximum):
-        raise bad(field, f"must be a finite number in 0..{int(maximum)}, got {value!r}")
-    return value
+        raise bad(field, f"must be a finite number in 0..{maximum}, got {value!r}")
+    return float(value)
 
 
 def as_bool(value: object, field: str) -> bool:
@@ -95,7 +141,7 @@ def as_identifier(value: object, field: str) -> str:
         raise bad(field, "must not be empty")
     if len(value) > MAX_ID_CHARS:
         raise bad(field, f"longer than {MAX_ID_CHARS} characters")
-    if not _NO_SPACE_OR_CONTROL.fullmatch(value):
+    if not _IDENTIFIER.fullmatch(value):
         raise bad(field, "must not contain spaces or control characters")
     return value
 
@@ -106,7 +152,7 @@ def as_label(value: object, field: str) -> str:
         raise bad(field, f"expected a string, got {json_type(value)}")
     if len(value) > MAX_LABEL_CHARS:
         raise bad(field, f"longer than {MAX_LABEL_CHARS} characters")
-    if not _NO_CONTROL.fullmatch(value):
+    if not _LABEL.fullmatch(value):
         raise bad(field, "must not contain control characters")
     return value
 
@@ -128,17 +174,14 @@ def as_address(value: object, field: str) -> str:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        if len(text) > 253 or not _HOSTNAME.fullmatch(text):
+        if len(text) > MAX_HOSTNAME_CHARS or not _HOSTNAME.fullmatch(text):
             raise bad(field, f"expected an IP address or host name, got {text!r}") from None
     return text
 
 
-def _short(value: int) -> str:
-    text = str(value)
-    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
-
-
 _MISSING = object()
+# Keys written bare in a field path; any other key (empty, spaces, dots) is quoted.
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ObjectReader:
@@ -152,6 +195,9 @@ class ObjectReader:
         self._read: set[str] = set()
 
     def field(self, key: str) -> str:
+        """The path of ``key``: ``reports[2].cost_s``; ``[" odd key"]`` unless a plain name."""
+        if not _PLAIN_KEY.fullmatch(key):
+            return f"{self._path}[{json.dumps(key)}]"
         return f"{self._path}.{key}" if self._path else key
 
     def get(self, key: str, *, required: bool = True) -> object:

@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler.core import DecisionReason
-from scheduler.service.fields import MAX_ID_CHARS, MAX_INT, MAX_LABEL_CHARS
+from scheduler.service.fields import (
+    DIGEST_PATTERN,
+    HOSTNAME_PATTERN,
+    IDENTIFIER_PATTERN,
+    LABEL_PATTERN,
+    MAX_HOSTNAME_CHARS,
+    MAX_ID_CHARS,
+    MAX_INT,
+    MAX_LABEL_CHARS,
+)
 from scheduler.service.wire import MAX_PIECES_PER_TASK, MAX_REPORTS_PER_BATCH
 
 JSON = "application/json"
@@ -28,31 +37,49 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# Keywords that describe a value rather than constrain it; they stay outside ``anyOf``.
+_ANNOTATIONS = ("description", "default", "examples")
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or null: an optional field sent as null counts as absent (``fields``)."""
+    alternatives = schema.get("oneOf") or schema.get("anyOf") or []
+    if {"type": "null"} in alternatives:
+        return schema
+    inner = {k: v for k, v in schema.items() if k not in _ANNOTATIONS}
+    outer = {k: v for k, v in schema.items() if k in _ANNOTATIONS}
+    return {"anyOf": [inner, {"type": "null"}], **outer}
+
+
 def _object(required: list[str], **properties: Any) -> dict[str, Any]:
     return {
         "type": "object",
         "required": required,
-        "properties": properties,
+        "properties": {
+            name: schema if name in required else _nullable(schema)
+            for name, schema in properties.items()
+        },
         "additionalProperties": False,
     }
 
 
 _COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _NUMBER = {"type": "number", "minimum": 0, "maximum": MAX_INT}
-_LABEL = {"type": "string", "maxLength": MAX_LABEL_CHARS, "pattern": "^[^\\u0000-\\u001f\\u007f]*$"}
+_PIECE_INDEX = {"type": "integer", "minimum": 0, "maximum": MAX_PIECES_PER_TASK - 1}
+_LABEL = {"type": "string", "maxLength": MAX_LABEL_CHARS, "pattern": LABEL_PATTERN}
 
 SCHEMAS: dict[str, Any] = {
     "Identifier": {
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_ID_CHARS,
-        "pattern": "^[^\\s\\u0000-\\u001f\\u007f]+$",
+        "pattern": IDENTIFIER_PATTERN,
         "description": "An id chosen by the client: no spaces or control characters.",
     },
     "Digest": {
         "type": "string",
         "maxLength": MAX_ID_CHARS,
-        "pattern": "^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$",
+        "pattern": DIGEST_PATTERN,
         "description": "An OCI digest; sha256 digests have 64 lowercase hex digits.",
         "examples": ["sha256:" + "0" * 64],
     },
@@ -64,7 +91,7 @@ SCHEMAS: dict[str, Any] = {
             "field": {
                 "type": "string",
                 "description": "The JSON path of the refused field (`reports[2].cost_s`), "
-                "or `body` when the body as a whole is unusable.",
+                "`body` when the body as a whole is unusable, or `Content-Type`.",
             },
         },
     },
@@ -81,8 +108,11 @@ SCHEMAS: dict[str, Any] = {
         host_id=_ref("Identifier"),
         address={
             "type": "string",
-            "maxLength": 253,
-            "description": "IP address or DNS name other peers fetch pieces from.",
+            "maxLength": MAX_HOSTNAME_CHARS,
+            "anyOf": [{"pattern": HOSTNAME_PATTERN}, {"format": "ipv6"}],
+            "description": "IP address or DNS name other peers fetch pieces from; no scheme, "
+            "no port.",
+            "examples": ["10.0.0.7", "node-7.cluster.local"],
         },
         piece_port={"type": "integer", "minimum": 1, "maximum": 65535},
         upload_capacity_bps=_NUMBER,
@@ -124,7 +154,7 @@ SCHEMAS: dict[str, Any] = {
         },
         pieces={
             "type": "array",
-            "items": _COUNT,
+            "items": _PIECE_INDEX,
             "maxItems": MAX_PIECES_PER_TASK,
             "description": "Pieces the peer already holds (re-registration).",
         },
@@ -139,7 +169,7 @@ SCHEMAS: dict[str, Any] = {
     ),
     "PieceReport": _object(
         ["piece_index", "parent_id", "size_bytes", "cost_s", "ok"],
-        piece_index=_COUNT,
+        piece_index=_PIECE_INDEX,
         parent_id={
             "oneOf": [_ref("Identifier"), {"type": "null"}],
             "description": "The parent peer; null for the origin registry.",
@@ -225,26 +255,34 @@ SCHEMAS: dict[str, Any] = {
 }
 
 _ERRORS = {
-    "400": "A field is missing, of the wrong type or out of range; `field` names it.",
+    "400": "A field is missing, of the wrong type or out of range, or breaks a rule that "
+    "ties fields together (see the operation); `field` names it.",
     "401": "The cluster token is missing or wrong.",
     "404": "Unknown peer or host (never registered, left, or expired).",
     "409": "The request contradicts the state: another size for the task, a peer id already "
     "registered on another host or task, a piece digest other than the trusted one.",
     "413": "The body is larger than 1 MiB.",
+    "415": "A non-empty body that is not declared `application/json`; `field` is `Content-Type`.",
 }
 
 
 def _operation(
+    operation_id: str,
     summary: str,
     response: str,
     errors: tuple[str, ...],
     body: str | None = None,
     description: str = "",
+    links: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "OK", "content": {JSON: {"schema": _ref(response)}}}
+    if links:
+        ok["links"] = links
     operation: dict[str, Any] = {
+        "operationId": operation_id,
         "summary": summary,
         "responses": {
-            "200": {"description": "OK", "content": {JSON: {"schema": _ref(response)}}},
+            "200": ok,
             **{code: {"$ref": f"#/components/responses/Error{code}"} for code in errors},
         },
     }
@@ -264,10 +302,54 @@ def _path_parameter(name: str, schema: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": _ref(schema)}
 
 
+def _link(operation_id: str, description: str, **parameters: str) -> dict[str, Any]:
+    return {"operationId": operation_id, "parameters": parameters, "description": description}
+
+
 _PEER = [_path_parameter("peer_id", "Identifier")]
-_WRITE = ("400", "401", "413")
+_WRITE = ("400", "401", "413", "415")
 _DECISION_DOC = "Answers a decision: fetch from these parents, go to the origin, or ask again."
 _PUBLIC: list[dict[str, list[str]]] = []
+# What a registered peer can do next; ``links`` of the registration and of later calls.
+_REGISTERED_PEER = "$request.body#/peer_id"
+_PEER_IN_PATH = "$request.path.peer_id"
+
+
+def _peer_links(peer_id: str) -> dict[str, Any]:
+    return {
+        "Schedule": _link("schedulePeer", "Ask for parents again.", peer_id=peer_id),
+        "ReportPieces": _link("reportPieces", "Report transfers.", peer_id=peer_id),
+        "Block": _link("blockParent", "Block a parent.", peer_id=peer_id),
+        "Finish": _link("finishPeer", "Say the blob is complete.", peer_id=peer_id),
+        "Fail": _link("failPeer", "Give up.", peer_id=peer_id),
+        "Leave": _link("removePeer", "Leave.", peer_id=peer_id),
+    }
+
+
+_HOST_LINKS = {
+    "RegisterPeer": {
+        "operationId": "registerPeer",
+        "requestBody": {"host_id": "$request.body#/host_id"},
+        "description": "Register a peer on the announced host.",
+    },
+    "Leave": _link("removeHost", "The host leaves.", host_id="$request.body#/host_id"),
+}
+_REGISTRATION_LINKS = {
+    **_peer_links(_REGISTERED_PEER),
+    "TaskPieces": _link(
+        "getTaskPieces", "The task's trusted digests.", task_id="$request.body#/task_id"
+    ),
+    "RegisterAnotherPeer": {
+        "operationId": "registerPeer",
+        "requestBody": {
+            "host_id": "$request.body#/host_id",
+            "task_id": "$request.body#/task_id",
+            "size_bytes": "$request.body#/size_bytes",
+            "piece_bytes": "$request.body#/piece_bytes",
+        },
+        "description": "Another peer for the same task on the same host.",
+    },
+}
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -277,70 +359,98 @@ DOCUMENT: dict[str, Any] = {
         "description": "Peers announce their host, register one peer per blob (task), ask "
         "for parents, report piece transfers and say when they finish, fail or leave. "
         "Every error is JSON `{error, field?}`. Requests need the cluster token as a bearer "
-        "token when the scheduler has one.",
+        "token when the scheduler has one. Bodies are JSON (`Content-Type: "
+        "application/json`); integers are written without a fraction or exponent (`3`, "
+        "not `3.0`), unknown fields are refused.",
     },
     "servers": [{"url": "/"}],
     "security": [{"clusterToken": []}],
     "paths": {
         "/api/v1/hosts": {
             "post": _operation(
+                "announceHost",
                 "Announce a host (join, or stay alive within host_ttl_s)",
                 "HostAccepted",
                 _WRITE,
                 "HostAnnouncement",
+                links=_HOST_LINKS,
             )
         },
         "/api/v1/hosts/{host_id}": {
             "parameters": [_path_parameter("host_id", "Identifier")],
             "delete": _operation(
-                "The host leaves; its peers leave with it", "Empty", _WRITE + ("404",)
+                "removeHost",
+                "The host leaves; its peers leave with it",
+                "Empty",
+                _WRITE + ("404",),
             ),
         },
         "/api/v1/peers": {
             "post": _operation(
+                "registerPeer",
                 "Register (or re-register) a peer for a task, then schedule it",
                 "Decision",
                 _WRITE + ("404", "409"),
                 "PeerRegistration",
-                _DECISION_DOC,
+                f"{_DECISION_DOC} Rules across fields (400): `size_bytes / piece_bytes` "
+                f"rounded up is the piece count, at most {MAX_PIECES_PER_TASK}; every entry "
+                "of `pieces` is below it; `piece_digests`, if given, has one digest per "
+                "piece and comes with every piece in `pieces`.",
+                links=_REGISTRATION_LINKS,
             )
         },
         "/api/v1/peers/{peer_id}": {
             "parameters": _PEER,
             "delete": _operation(
-                "The peer leaves (cancelled, evicted, shutting down)", "Empty", _WRITE + ("404",)
+                "removePeer",
+                "The peer leaves (cancelled, evicted, shutting down)",
+                "Empty",
+                _WRITE + ("404",),
             ),
         },
         "/api/v1/peers/{peer_id}/schedule": {
             "parameters": _PEER,
             "post": _operation(
-                "Ask for parents again", "Decision", _WRITE + ("404", "409"), "Empty", _DECISION_DOC
+                "schedulePeer",
+                "Ask for parents again",
+                "Decision",
+                _WRITE + ("404", "409"),
+                "Empty",
+                _DECISION_DOC,
+                links=_peer_links(_PEER_IN_PATH),
             ),
         },
         "/api/v1/peers/{peer_id}/pieces": {
             "parameters": _PEER,
             "post": _operation(
+                "reportPieces",
                 "Report a batch of piece transfers",
                 "Empty",
                 _WRITE + ("404", "409"),
                 "PieceReports",
                 "A failed piece blocks its parent for this peer. The batch is applied whole "
-                "or not at all.",
+                "or not at all. Rules across fields (400): `piece_index` is below the task's "
+                "piece count, `size_bytes` at most its piece size, and `parent_id` is neither "
+                "the reporting peer nor a peer of another task.",
+                links=_peer_links(_PEER_IN_PATH),
             ),
         },
         "/api/v1/peers/{peer_id}/block": {
             "parameters": _PEER,
             "post": _operation(
+                "blockParent",
                 "Block a slow or unreachable parent for this peer and reschedule at once",
                 "Decision",
                 _WRITE + ("404", "409"),
                 "BlockRequest",
-                _DECISION_DOC,
+                f"{_DECISION_DOC} `parent_id` must not be the peer itself (400).",
+                links=_peer_links(_PEER_IN_PATH),
             ),
         },
         "/api/v1/peers/{peer_id}/finished": {
             "parameters": _PEER,
             "post": _operation(
+                "finishPeer",
                 "The peer holds the whole blob and verified its digest",
                 "Empty",
                 _WRITE + ("404",),
@@ -350,6 +460,7 @@ DOCUMENT: dict[str, Any] = {
         "/api/v1/peers/{peer_id}/failed": {
             "parameters": _PEER,
             "post": _operation(
+                "failPeer",
                 "The peer gave up on the task",
                 "Empty",
                 _WRITE + ("404",),
@@ -360,6 +471,7 @@ DOCUMENT: dict[str, Any] = {
         "/api/v1/tasks/{task_id}/pieces": {
             "parameters": [_path_parameter("task_id", "Digest")],
             "get": _operation(
+                "getTaskPieces",
                 "The task's trusted piece digests (empty for an unknown task)",
                 "TaskPieces",
                 ("400", "401"),
@@ -367,6 +479,7 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/v1/openapi.json": {
             "get": {
+                "operationId": "getOpenApiDocument",
                 "summary": "This document (no token needed)",
                 "security": _PUBLIC,
                 "responses": {"200": {"description": "OK", "content": {JSON: {"schema": {}}}}},
@@ -374,6 +487,7 @@ DOCUMENT: dict[str, Any] = {
         },
         "/healthz": {
             "get": {
+                "operationId": "getHealth",
                 "summary": "Liveness and state sizes (no token needed)",
                 "security": _PUBLIC,
                 "responses": {
@@ -383,6 +497,7 @@ DOCUMENT: dict[str, Any] = {
         },
         "/metrics": {
             "get": {
+                "operationId": "getMetrics",
                 "summary": "Prometheus metrics, p2p_scheduler_* (no token needed)",
                 "security": _PUBLIC,
                 "responses": {

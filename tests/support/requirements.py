@@ -16,5 +16,5 @@ def require(problem: str | None) -> None:
     if problem:
         raise MissingTestDependency(
             f"{problem}. Run `make test` as root: it installs docker-registry, containerd, "
-            "redis-server and skopeo."
+            "redis-server, skopeo and prometheus."
         )

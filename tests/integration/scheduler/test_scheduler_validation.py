@@ -69,8 +69,15 @@ async def _refused(
         ({**HOST, "host_id": ""}, "host_id"),
         ({**HOST, "host_id": "a b"}, "host_id"),
         ({**HOST, "host_id": "x" * 257}, "host_id"),
+        # Spaces and controls beyond ASCII: NEL, no-break space, C1, byte-order mark.
+        ({**HOST, "host_id": "a\u0085b"}, "host_id"),
+        ({**HOST, "host_id": "a\u00a0b"}, "host_id"),
+        ({**HOST, "host_id": "a\u0090b"}, "host_id"),
+        ({**HOST, "host_id": "\ufeffh1"}, "host_id"),
         (without(HOST, "address"), "address"),
         ({**HOST, "address": "http://10.0.0.1"}, "address"),
+        ({**HOST, "address": "-node.example"}, "address"),
+        ({**HOST, "address": "a" * 64}, "address"),
         ({**HOST, "piece_port": 0}, "piece_port"),
         ({**HOST, "piece_port": 70000}, "piece_port"),
         ({**HOST, "piece_port": "65002"}, "piece_port"),
@@ -79,6 +86,9 @@ async def _refused(
         ({**HOST, "upload_capacity_bps": True}, "upload_capacity_bps"),
         ({**HOST, "upload_capacity_bps": None}, "upload_capacity_bps"),
         ({**HOST, "download_capacity_bps": HUGE}, "download_capacity_bps"),
+        # Just past int64, as an integer and as the float nearest to it.
+        ({**HOST, "upload_bps": 2**63}, "upload_bps"),
+        ({**HOST, "upload_bps": 9.3e18}, "upload_bps"),
         ({**HOST, "upload_slots": 1.5}, "upload_slots"),
         ({**HOST, "upload_slots": -3}, "upload_slots"),
         ({**HOST, "upload_slots": HUGE}, "upload_slots"),
@@ -88,6 +98,9 @@ async def _refused(
         ({**HOST, "upload_count": -1}, "upload_count"),
         ({**HOST, "upload_bps": "fast"}, "upload_bps"),
         ({**HOST, "colour": "blue"}, "colour"),
+        # Keys that are not plain names are quoted in the path, so the message shows them.
+        ({**HOST, "": 1}, '[""]'),
+        ({**HOST, "upload slots": 1}, '["upload slots"]'),
     ],
 )
 async def test_host_announcement_fields(
@@ -100,7 +113,15 @@ async def test_host_announcement_fields(
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{not json", b"[1, 2]", b'"a string"', b"\xff\xfe", b"{}}"],
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'"a string"',
+        b"\xff\xfe",
+        b"{}}",
+        # Deeper than the JSON parser's recursion limit, well within the size limit.
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="nested-100000-deep"),
+    ],
 )
 async def test_a_body_that_is_not_a_json_object(scheduler: SchedulerClient, raw: bytes) -> None:
     status, answer = await _refused(scheduler, "POST", "/api/v1/hosts", raw=raw)
@@ -116,7 +137,7 @@ async def test_a_body_that_is_not_a_json_object(scheduler: SchedulerClient, raw:
         ("upload_bps", b"NaN", "upload_bps"),
         ("upload_slots", b"Infinity", "upload_slots"),
         # Python refuses integers of more than 4300 digits while parsing.
-        ("upload_slots", b"9" * 5000, "body"),
+        ("upload_slots", b"9" * 5000, "upload_slots"),
     ],
 )
 async def test_numbers_json_allows_but_the_api_does_not(
@@ -269,3 +290,62 @@ async def test_refusals_are_counted_by_route_and_status(ready: SchedulerClient) 
     assert 'p2p_scheduler_bad_requests_total{route="/api/v1/hosts",status="400"} 1.0' in text
     route = "/api/v1/peers/{peer_id}/schedule"
     assert f'p2p_scheduler_bad_requests_total{{route="{route}",status="404"}} 1.0' in text
+
+
+async def test_a_huge_integer_is_refused_by_the_field_that_holds_it(
+    ready: SchedulerClient,
+) -> None:
+    # Too long for Python's int() (4300 digits): refused without converting it, and the
+    # nested field is named instead of the body as a whole.
+    raw = b'{"reports": [{"piece_index": 0, "parent_id": null, "size_bytes": ' + b"7" * 5000
+    raw += b', "cost_s": 0.1, "ok": true}]}'
+    status, answer = await _refused(ready, "POST", "/api/v1/peers/p1/pieces", raw=raw)
+    assert (status, answer["field"]) == (400, "reports[0].size_bytes"), answer
+    assert "5000 digits" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "application/jsonx"],
+)
+async def test_a_body_not_declared_as_json_is_415(
+    scheduler: SchedulerClient, content_type: str | None
+) -> None:
+    headers = {"Authorization": f"Bearer {scheduler.token}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    url = scheduler.server.make_url("/api/v1/hosts")
+    # A valid announcement: only the declared type is wrong.
+    raw = json.dumps(HOST).encode()
+    async with scheduler.session.post(url, data=raw, headers=headers) as resp:
+        answer = await resp.json()
+    assert (resp.status, answer["field"]) == (415, "Content-Type"), answer
+    assert "application/json" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "application/merge-patch+json"]
+)
+async def test_json_content_types_are_accepted(
+    scheduler: SchedulerClient, content_type: str
+) -> None:
+    headers = {"Authorization": f"Bearer {scheduler.token}", "Content-Type": content_type}
+    url = scheduler.server.make_url("/api/v1/hosts")
+    async with scheduler.session.post(url, data=json.dumps(HOST), headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_an_empty_body_needs_no_content_type(ready: SchedulerClient) -> None:
+    url = ready.server.make_url("/api/v1/peers/p1/schedule")
+    headers = {"Authorization": f"Bearer {ready.token}", "Content-Type": "text/plain"}
+    async with ready.session.post(url, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_a_wrong_method_says_which_are_allowed(scheduler: SchedulerClient) -> None:
+    url = scheduler.server.make_url("/api/v1/peers/p1/schedule")
+    headers = {"Authorization": f"Bearer {scheduler.token}"}
+    async with scheduler.session.get(url, headers=headers) as resp:
+        assert resp.status == 405
+        assert resp.headers["Allow"] == "POST"
+        assert "GET" in (await resp.json())["error"]

@@ -1,0 +1,1 @@
+"""``p2pctl``: operator commands for a Starling cluster."""
