@@ -8,9 +8,11 @@ benchmark's network: 4 to 5 copies, and a makespan bound by the seed's upload).
 
 So a seed offers a piece only while nobody is receiving it from the seed, and not again
 until ``resend_after_s`` after its last upload of it finished: by then the child that
-got it has reported it and others can fetch it there. A piece is never withheld for
-longer than that, so a child that can only get it from the seed (alone in the swarm,
-or every other holder blocked) still gets it, a little later. This is BitTorrent's
+got it has reported it and others can fetch it there. Each further upload of the same
+piece doubles that delay, up to ``max_resend_after_s``: a piece asked for again and
+again is one the swarm already spreads. A piece is never withheld for longer than
+that, so a child that can only get it from the seed (alone in the swarm, or every
+other holder blocked) still gets it, a little later. This is BitTorrent's
 "super-seeding" idea, driven by time instead of by watching peers' announcements.
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Iterable
 # 0.2 s) and for other children to see it in a refreshed piece list (every 0.25 s);
 # short enough that a child that can only get the piece here waits little.
 RESEND_AFTER_S = 1.0
+MAX_RESEND_AFTER_S = 8.0
 # Blobs whose upload bookkeeping a seed keeps; the least recently asked go first. A
 # forgotten blob only loses its ration: every piece is offered again.
 MAX_TRACKED_BLOBS = 1024
@@ -31,18 +34,28 @@ MAX_TRACKED_BLOBS = 1024
 class SeedOffer:
     """Upload bookkeeping of one blob on a seed peer."""
 
-    __slots__ = ("resend_after_s", "_sending", "_sent_at")
+    __slots__ = ("resend_after_s", "max_resend_after_s", "_sending", "_sent")
 
-    def __init__(self, resend_after_s: float = RESEND_AFTER_S) -> None:
+    def __init__(
+        self,
+        resend_after_s: float = RESEND_AFTER_S,
+        max_resend_after_s: float = MAX_RESEND_AFTER_S,
+    ) -> None:
         self.resend_after_s = resend_after_s
+        self.max_resend_after_s = max_resend_after_s
         self._sending: dict[int, int] = {}  # piece -> uploads of it in progress
-        self._sent_at: dict[int, float] = {}  # piece -> when its last upload finished
+        # piece -> (when its last upload finished, complete uploads of it so far)
+        self._sent: dict[int, tuple[float, int]] = {}
 
     def offers(self, index: int, now: float) -> bool:
         if self._sending.get(index):
             return False
-        sent_at = self._sent_at.get(index)
-        return sent_at is None or now - sent_at >= self.resend_after_s
+        sent = self._sent.get(index)
+        if sent is None:
+            return True
+        sent_at, times = sent
+        delay_s = min(self.max_resend_after_s, self.resend_after_s * 2.0 ** (times - 1))
+        return now - sent_at >= delay_s
 
     def offered(self, present: Iterable[int], now: float) -> list[int]:
         """The pieces of ``present`` to advertise now, in the given order."""
@@ -63,7 +76,8 @@ class SeedOffer:
         else:
             self._sending.pop(index, None)
         if sent:
-            self._sent_at[index] = now
+            times = self._sent.get(index, (0.0, 0))[1]
+            self._sent[index] = (now, times + 1)
 
 
 class SeedOffers:

@@ -41,3 +41,14 @@ def test_offers_per_blob_forget_the_least_recently_asked() -> None:
     offers.get("c")  # b goes
     assert offers.get("a") is a
     assert offers.get("b") is not b
+
+
+def test_each_resend_of_a_piece_waits_twice_as_long_up_to_a_cap() -> None:
+    offer = SeedOffer(resend_after_s=1.0, max_resend_after_s=3.0)
+    now = 0.0
+    for expected_wait_s in (1.0, 2.0, 3.0, 3.0):
+        assert offer.claim(0, now)
+        offer.release(0, now, sent=True)
+        assert not offer.offers(0, now + expected_wait_s - 0.01)
+        now += expected_wait_s
+        assert offer.offers(0, now)
