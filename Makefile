@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo drive for real.
-DEB_PACKAGES := docker-registry containerd redis-server skopeo prometheus
-DEB_COMMANDS := docker-registry containerd redis-server skopeo promtool
+DEB_PACKAGES := docker-registry containerd redis-server skopeo prometheus chromium
+DEB_COMMANDS := docker-registry containerd redis-server skopeo promtool chromium
 
 .PHONY: all venv deps lint test test-fast demo bench clean
 

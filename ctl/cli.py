@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ctl.commands import COMMANDS, add_commands, run_command
 from ctl.containerd_config import (
     DEFAULT_CONFIG_DIR,
     DEFAULT_DIAL_TIMEOUT,
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     containerd.add_argument(
         "--force", action="store_true", help="replace hosts.toml files p2pctl did not write"
     )
+    add_commands(commands)
     return parser
 
 
@@ -104,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "containerd-config":
         return containerd_config(args)
+    if args.command in COMMANDS:
+        return run_command(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses others
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from peer.admin import PeerAdmin
 from peer.config import PeerConfig
 from peer.engine import Engine, SwarmClients, peer_id_for
 from peer.metrics import PeerMetrics
@@ -74,10 +75,13 @@ class PeerDaemon:
             config, BlobStore(config.data_dir), self._client, self.metrics, self._swarm
         )
         self._engine.load()
+        admin = PeerAdmin(self._engine, self._client, config.token, self._swarm)
         mirror = self._mirror_app()
+        admin.add_routes(mirror)
         self.mirror_port = await self._serve(mirror, config.listen_host, config.listen_port)
         if self._swarm is not None:
             pieces = create_piece_app(self._engine, config.token, self.limiter)
+            admin.add_routes(pieces)
             self.piece_port = await self._serve(pieces, config.piece_host, config.piece_port)
             self._announcer = asyncio.create_task(self._announce_loop())
         log.info(

@@ -247,3 +247,14 @@ class Engine:
 
     def open_complete(self, digest: str) -> int:
         return os.open(self.store.blob_path(digest), os.O_RDONLY)
+
+    def remove_complete(self, digest: str) -> None:
+        """Delete a complete blob an operator asked to remove (``p2pctl cache rm``).
+
+        The caller checks first that it is cached and that no client is reading it.
+        """
+        log.info("removing %s from the cache on request", digest)
+        self.index.remove(digest)
+        self._metas.pop(digest, None)
+        self.store.remove_blob(digest)
+        self._update_cache_gauges()

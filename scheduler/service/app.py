@@ -31,6 +31,7 @@ from scheduler.service.api import MAX_BODY_BYTES, SchedulerApi
 from scheduler.service.config import SchedulerConfig
 from scheduler.service.errors import ProtocolError, WriterStoppedError
 from scheduler.service.metrics import SchedulerMetrics
+from scheduler.service.status import StatusPage
 from scheduler.service.writer import StateWriter
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def create_app(config: SchedulerConfig) -> web.Application:
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/api/v1/openapi.json", openapi_document)
     SchedulerApi(writer, metrics, config.host_ttl_s).add_routes(app)
+    StatusPage(writer, metrics, config.host_ttl_s).add_routes(app)
     return app
 
 

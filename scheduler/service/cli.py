@@ -19,8 +19,8 @@ from scheduler.service.config import (
 from scheduler.service.errors import ConfigError
 
 _EPILOG = f"""\
-API: JSON under /api/v1 (the OpenAPI document is at /api/v1/openapi.json), plus /healthz
-and /metrics (Prometheus). State is kept in memory.
+API: JSON under /api/v1 (the OpenAPI document is at /api/v1/openapi.json), plus /healthz,
+/metrics (Prometheus) and a status page at / for browsers. State is kept in memory.
 
 Cluster token: every /api/v1 request must carry "Authorization: Bearer <token>" when a
 token is configured, from --token-file, the environment variable {ENV_TOKEN}, or

@@ -20,6 +20,7 @@ from scheduler.service.fields import (
     MAX_INT,
     MAX_LABEL_CHARS,
 )
+from scheduler.service.status_schema import status_paths, status_schemas
 from scheduler.service.wire import MAX_PIECES_PER_TASK, MAX_REPORTS_PER_BATCH
 
 JSON = "application/json"
@@ -252,6 +253,7 @@ SCHEMAS: dict[str, Any] = {
         peers=_COUNT,
         tasks=_COUNT,
     ),
+    **status_schemas(),
 }
 
 _ERRORS = {
@@ -485,6 +487,7 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {"200": {"description": "OK", "content": {JSON: {"schema": {}}}}},
             }
         },
+        **status_paths(_PUBLIC),
         "/healthz": {
             "get": {
                 "operationId": "getHealth",
