@@ -78,6 +78,11 @@ class Engine:
         self._tasks: dict[str, BlobTask] = {}
         self._metas: dict[str, BlobMeta] = {}  # read from disk once per complete blob
 
+    @property
+    def scheduler(self) -> SchedulerClient | None:
+        """The scheduler client, when this peer works in a swarm."""
+        return self._swarm.scheduler if self._swarm is not None else None
+
     def load(self) -> None:
         """Index the complete blobs a previous run left (partial ones resume on demand)."""
         self.store.sweep(time.time(), PARTIAL_TASK_TTL_S)

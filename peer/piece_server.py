@@ -30,7 +30,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from peer.engine import Engine
 from peer.pieces import PieceLayout
-from peer.seed_offer import SeedOffers
+from peer.scheduler_client import SchedulerClient, SchedulerRejected, SchedulerUnavailable
+from peer.seed_offer import MAX_TRACKED_BLOBS, SPREAD_REFRESH_S, SeedOffer, SeedOffers
 from registry_proxy.errors import ProtocolError
 from registry_proxy.reference import parse_digest
 
@@ -75,6 +76,30 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
     metrics = engine.metrics
     # Only a seed rations its pieces (peer.seed_offer); a normal peer offers all it has.
     seed_offers = SeedOffers() if engine.config.seed else None
+    spread_asked_at: dict[str, float] = {}
+    spread_tasks: set[asyncio.Task[None]] = set()
+
+    async def stop_spread_refreshes(app: web.Application) -> None:
+        for task in list(spread_tasks):
+            task.cancel()
+        await asyncio.gather(*spread_tasks, return_exceptions=True)
+
+    app.on_cleanup.append(stop_spread_refreshes)
+
+    def offer_for(digest: str, now: float) -> SeedOffer:
+        """The seed's offer for a blob, asking the scheduler what the swarm holds now and
+        then (in the background: a piece request never waits for the scheduler)."""
+        assert seed_offers is not None
+        offer = seed_offers.get(digest)
+        scheduler = engine.scheduler
+        if scheduler is not None and now - spread_asked_at.get(digest, -1e9) >= SPREAD_REFRESH_S:
+            spread_asked_at[digest] = now
+            if len(spread_asked_at) > MAX_TRACKED_BLOBS:
+                spread_asked_at.pop(next(iter(spread_asked_at)))
+            task = asyncio.create_task(_refresh_spread(scheduler, digest, offer))
+            spread_tasks.add(task)
+            task.add_done_callback(spread_tasks.discard)
+        return offer
 
     def authorize(request: web.Request) -> None:
         if token is None:
@@ -95,7 +120,8 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
             )
         layout, pieces, complete = held
         if seed_offers is not None:
-            pieces = seed_offers.get(digest).offered(pieces, time.monotonic())
+            now = time.monotonic()
+            pieces = offer_for(digest, now).offered(pieces, now)
         return web.json_response(
             {
                 "size_bytes": layout.total_bytes,
@@ -127,7 +153,7 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
                 raise web.HTTPServiceUnavailable(
                     text='{"error": "no free upload slot"}', content_type="application/json"
                 )
-            offer = seed_offers.get(digest) if seed_offers is not None else None
+            offer = offer_for(digest, time.monotonic()) if seed_offers is not None else None
             if offer is not None and not offer.claim(index, time.monotonic()):
                 limiter.release()
                 metrics.upload_rejected.inc()
@@ -161,6 +187,15 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
+
+
+async def _refresh_spread(scheduler: SchedulerClient, digest: str, offer: SeedOffer) -> None:
+    try:
+        offer.set_spread(await scheduler.task_spread(digest))
+    except (SchedulerUnavailable, SchedulerRejected) as exc:
+        # Without the scheduler's word the seed rations by time alone.
+        offer.set_spread([])
+        log.debug("%s: no spread from the scheduler: %s", digest, exc)
 
 
 @web.middleware

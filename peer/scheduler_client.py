@@ -205,3 +205,8 @@ class SchedulerClient:
     async def task_digests(self, task_id: str) -> dict[int, str]:
         reply = await self._call("GET", f"/tasks/{task_id}/pieces")
         return {int(k): str(v) for k, v in reply.get("piece_digests", {}).items()}
+
+    async def task_spread(self, task_id: str) -> list[int]:
+        """Per piece, the normal peers holding it (see ``SchedulerState.task_spread``)."""
+        reply = await self._call("GET", f"/tasks/{task_id}/pieces")
+        return [int(count) for count in reply.get("spread", [])]

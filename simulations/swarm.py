@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from peer.conductor import BUSY_BACKOFF_S, MAX_RETRY_WAIT_S, NO_PROGRESS_S, REFRESH_S, TOPUP_S
 from peer.piece_picker import pick_pieces
-from peer.seed_offer import SeedOffer
+from peer.seed_offer import SPREAD_REFRESH_S, SeedOffer
 from scheduler.core import (
     BackToSource,
     Decision,
@@ -181,6 +181,8 @@ class Swarm:
         self._uploads: dict[str, _UploadSlots] = {}
         # What each seed peer offers, as peer.piece_server does on a seed.
         self._offers: dict[str, SeedOffer] = {}
+        # When each seed peer last heard the task's spread from the scheduler.
+        self._spread_at: dict[str, float] = {}
 
     # -- running ---------------------------------------------------------------------
 
@@ -339,6 +341,9 @@ class Swarm:
                 if parent.node.host.is_seed:
                     seeds.add(parent_id)
                     offer = self._offers.setdefault(parent_id, SeedOffer())
+                    if now - self._spread_at.get(parent_id, -SPREAD_REFRESH_S) >= SPREAD_REFRESH_S:
+                        self._spread_at[parent_id] = now
+                        offer.set_spread(self.state.task_spread(layer.task_id))
                     availability[parent_id] = set(offer.offered(missing, now))
                 else:
                     availability[parent_id] = parent.have

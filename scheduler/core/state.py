@@ -338,6 +338,25 @@ class SchedulerState:
         task = self.tasks.get(task_id)
         return dict(task.piece_digests) if task is not None else {}
 
+    def task_spread(self, task_id: str) -> list[int]:
+        """Per piece, how many live normal (non-seed) peers hold it; empty for no task.
+
+        A seed uses it to leave pieces the swarm already holds to the swarm
+        (``peer.seed_offer``).
+        """
+        task = self.tasks.get(task_id)
+        if task is None:
+            return []
+        spread = list(task.availability)
+        for peer in task.peers.values():
+            if peer.host.is_seed:
+                held = peer.pieces_mask
+                while held:
+                    lowest = held & -held
+                    spread[lowest.bit_length() - 1] -= 1
+                    held ^= lowest
+        return spread
+
     # -- decisions -------------------------------------------------------------------
 
     def schedule(self, peer_id: str, now: float, rng: random.Random) -> Decision:

@@ -252,10 +252,10 @@ class SchedulerApi:
 
     async def task_pieces(self, request: web.Request) -> web.Response:
         task_id = as_digest(request.match_info["task_id"], "task_id")
-        digests = await self._writer.submit(
-            lambda state, now, rng: state.task_piece_digests(task_id)
+        digests, spread = await self._writer.submit(
+            lambda state, now, rng: (state.task_piece_digests(task_id), state.task_spread(task_id))
         )
-        return web.json_response({"piece_digests": wire.digests_json(digests)})
+        return web.json_response({"piece_digests": wire.digests_json(digests), "spread": spread})
 
     # -- decisions ---------------------------------------------------------------------
 

@@ -200,7 +200,16 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": _ref("Digest"),
         "description": "Trusted piece digests by piece index (as a string).",
     },
-    "TaskPieces": _object(["piece_digests"], piece_digests=_ref("PieceDigests")),
+    "TaskPieces": _object(
+        ["piece_digests", "spread"],
+        piece_digests=_ref("PieceDigests"),
+        spread={
+            "type": "array",
+            "items": _COUNT,
+            "description": "Per piece, the live normal (non-seed) peers holding it; empty "
+            "for a task nobody works on.",
+        },
+    ),
     "ParentChoice": _object(
         ["peer_id", "host_id", "address", "piece_port", "score"],
         peer_id=_ref("Identifier"),

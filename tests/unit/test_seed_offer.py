@@ -52,3 +52,16 @@ def test_each_resend_of_a_piece_waits_twice_as_long_up_to_a_cap() -> None:
         assert not offer.offers(0, now + expected_wait_s - 0.01)
         now += expected_wait_s
         assert offer.offers(0, now)
+
+
+def test_a_piece_the_swarm_holds_waits_for_the_cap_before_a_resend() -> None:
+    offer = SeedOffer(resend_after_s=1.0, max_resend_after_s=8.0)
+    for index in (0, 1):
+        assert offer.claim(index, now=0.0)
+        offer.release(index, now=0.0, sent=True)
+    offer.set_spread([2, 0])  # two normal peers hold piece 0, none piece 1
+    assert offer.offered([0, 1], now=1.0) == [1]
+    assert offer.offered([0, 1], now=7.9) == [1]
+    assert offer.offered([0, 1], now=8.0) == [0, 1]
+    offer.set_spread([])  # the scheduler could not be asked: time alone decides
+    assert offer.offered([0, 1], now=1.0) == [0, 1]

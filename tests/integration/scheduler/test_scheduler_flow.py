@@ -184,7 +184,8 @@ async def test_the_task_id_route_takes_a_digest_with_its_colon(scheduler: Schedu
     await _seed_and_three_peers(scheduler)
     encoded = TASK.replace(":", "%3A")
     answer = await scheduler.ok("GET", f"/api/v1/tasks/{encoded}/pieces")
-    assert answer == {"piece_digests": ALL_DIGESTS}
+    # Only the seed holds pieces: no normal peer has any of them yet.
+    assert answer == {"piece_digests": ALL_DIGESTS, "spread": [0] * PIECES}
     unknown = "sha256:" + "cd" * 32
     assert await scheduler.digests(unknown) == {}
 

@@ -194,3 +194,15 @@ def test_candidate_sample_size_caps_what_is_looked_at() -> None:
     swarm.peer("c")
     decision = swarm.schedule("c")
     assert len(decision.parents) + len(decision.rejected) == 3  # type: ignore[union-attr]
+
+
+def test_task_spread_counts_normal_holders_per_piece() -> None:
+    swarm = Swarm()
+    swarm.full("seed", seed=True)
+    swarm.peer("a", pieces=[0, 1])
+    swarm.peer("b", pieces=[1])
+    task = swarm.state.peers["a"].task.task_id
+    assert swarm.state.task_spread(task) == [1, 2] + [0] * (PIECES - 2)
+    swarm.state.remove_peer("b")
+    assert swarm.state.task_spread(task) == [1, 1] + [0] * (PIECES - 2)
+    assert swarm.state.task_spread("sha256:" + "00" * 32) == []
