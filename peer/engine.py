@@ -184,7 +184,9 @@ class Engine:
         metrics = self.metrics
         origin_piece_cost = metrics.piece_cost.labels("origin")
 
-        def from_origin(on_piece: Callable[[PieceTransfer], None]) -> OriginSupplier:
+        def from_origin(
+            on_piece: Callable[[PieceTransfer], None], concurrency: int | None = None
+        ) -> OriginSupplier:
             # Every way to the registry passes here: the scheduler's "back to source", a
             # scheduler that cannot be reached, or no scheduler at all.
             metrics.back_to_source.inc()
@@ -195,7 +197,7 @@ class Engine:
 
             return OriginSupplier(
                 OriginFetcher(self._client, origin),
-                self.config.origin_concurrency,
+                concurrency or self.config.origin_concurrency,
                 self.config.piece_attempts,
                 on_bytes=metrics.download_bytes.labels("origin").inc,
                 on_piece=counted,

@@ -31,7 +31,14 @@ import enum
 import random
 from dataclasses import dataclass, field
 
-from peer.conductor import BUSY_BACKOFF_S, MAX_RETRY_WAIT_S, NO_PROGRESS_S, REFRESH_S, TOPUP_S
+from peer.conductor import (
+    BUSY_BACKOFF_S,
+    MAX_RETRY_WAIT_S,
+    NO_PROGRESS_S,
+    REFRESH_S,
+    SWARM_ORIGIN_CONCURRENCY,
+    TOPUP_S,
+)
 from peer.piece_picker import pick_pieces
 from peer.seed_offer import SPREAD_REFRESH_S, SeedOffer
 from scheduler.core import (
@@ -302,7 +309,12 @@ class Swarm:
         peer.parents = []
         missing = [i for i in range(peer.layer.piece_count) if i not in peer.have]
         peer.origin_queue = [i for i in reversed(missing) if i not in peer.in_flight]
-        for _ in range(min(self.scenario.origin_concurrency, len(peer.origin_queue))):
+        # Sent by the scheduler, a peer fetches with one stream (SWARM_ORIGIN_CONCURRENCY);
+        # alone (direct pulls), with its origin_concurrency.
+        streams = (
+            self.scenario.origin_concurrency if self.state is None else SWARM_ORIGIN_CONCURRENCY
+        )
+        for _ in range(min(streams, len(peer.origin_queue))):
             self._origin_next(now, peer)
 
     def _pump(self, now: float, peer: SimPeer) -> None:
