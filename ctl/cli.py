@@ -17,6 +17,7 @@ from ctl.containerd_config import (
     hosts_files,
     write_hosts_files,
 )
+from ctl.model import add_model_command, run_model_command
 
 _CONTAINERD_EPILOG = """\
 containerd only reads these files when its config_path points at the directory. In
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace hosts.toml files p2pctl did not write"
     )
     add_commands(commands)
+    add_model_command(commands)
     return parser
 
 
@@ -108,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return containerd_config(args)
     if args.command in COMMANDS:
         return run_command(args)
+    if args.command == "model":
+        return run_model_command(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses others
 
 

@@ -2,7 +2,10 @@
 
 Blobs are kept in least-recently-used order. A blob a client is reading is never
 evicted, and bytes of downloads in flight are reserved up front, so a download that
-started is never starved of space by later ones.
+started is never starved of space by later ones. Partial downloads kept for a resume
+(the download failed, or the daemon restarted) count too, or failures could fill the
+disk past the quota; they are the first to go, oldest first, since nobody is waiting
+for them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ class CacheIndex:
         self._blobs: OrderedDict[str, int] = OrderedDict()  # least recently used first
         self._readers: Counter[str] = Counter()
         self._reserved: dict[str, int] = {}
+        self._partials: OrderedDict[str, int] = OrderedDict()  # oldest first
 
     @property
     def blob_bytes(self) -> int:
@@ -26,8 +30,12 @@ class CacheIndex:
         return sum(self._reserved.values())
 
     @property
+    def partial_bytes(self) -> int:
+        return sum(self._partials.values())
+
+    @property
     def used_bytes(self) -> int:
-        return self.blob_bytes + self.reserved_bytes
+        return self.blob_bytes + self.reserved_bytes + self.partial_bytes
 
     def __contains__(self, digest: object) -> bool:
         return digest in self._blobs
@@ -71,14 +79,26 @@ class CacheIndex:
     def unreserve(self, digest: str) -> None:
         self._reserved.pop(digest, None)
 
+    def add_partial(self, digest: str, size_bytes: int) -> None:
+        """A partial download left on disk, for a later request to resume."""
+        self._partials[digest] = size_bytes
+        self._partials.move_to_end(digest)
+
+    def remove_partial(self, digest: str) -> None:
+        self._partials.pop(digest, None)
+
+    def is_partial(self, digest: str) -> bool:
+        return digest in self._partials
+
     def plan_eviction(self, needed_bytes: int) -> list[str] | None:
-        """Blobs to evict, oldest first, so ``needed_bytes`` more fit under the quota.
+        """What to evict so ``needed_bytes`` more fit under the quota: partial downloads,
+        oldest first, then blobs, least recently used first.
 
         Returns None when even evicting every blob not in use would not make room.
         """
         excess = self.used_bytes + needed_bytes - self.quota_bytes
         victims: list[str] = []
-        for digest, size_bytes in self._blobs.items():
+        for digest, size_bytes in [*self._partials.items(), *self._blobs.items()]:
             if excess <= 0:
                 break
             if self.in_use(digest):

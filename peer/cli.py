@@ -66,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         "peer-to-peer (all optional: without --scheduler the peer is a caching mirror on its own)"
     )
     p2p.add_argument(
-        "--scheduler", metavar="URL", help="p2p-scheduler base URL, e.g. http://sched:8002"
+        "--scheduler",
+        metavar="URL[,URL...]",
+        help="p2p-scheduler base URL, e.g. http://sched:8002; for several replicas a "
+        "comma-separated list (with Redis, the live replicas are learned from any of them)",
     )
     p2p.add_argument(
         "--piece-listen",

@@ -58,7 +58,9 @@ class PeerConfig:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
 
     # Peer-to-peer. Without a scheduler the peer is a caching mirror on its own.
-    scheduler: str | None = None  # base URL of p2p-scheduler, e.g. http://127.0.0.1:8002
+    # Base URL of p2p-scheduler, e.g. http://127.0.0.1:8002; several replicas as a
+    # comma-separated list (or a YAML list): the live ones are learned from any of them.
+    scheduler: str | None = None
     token: str | None = None  # cluster token: scheduler API and piece server
     piece_listen: str = "127.0.0.1:65002"
     # Address other peers use to reach the piece server (default: piece_listen's host).
@@ -94,6 +96,12 @@ class PeerConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.stall_timeout_s <= 0:
             raise ConfigError("stall_timeout_s must be positive")
+        if self.scheduler is not None:
+            urls = [url.strip() for url in self.scheduler.split(",") if url.strip()]
+            if not urls or not all(url.startswith(("http://", "https://")) for url in urls):
+                raise ConfigError(
+                    f"scheduler: expected http(s) URLs, comma-separated; got {self.scheduler!r}"
+                )
 
     @property
     def listen_host(self) -> str:
@@ -134,6 +142,8 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
         env = os.environ.get(ENV_PREFIX + key.upper())
         if env:
             raw[key] = env
+    if isinstance(raw.get("scheduler"), list):
+        raw["scheduler"] = ",".join(str(url) for url in raw["scheduler"])
     upstream_raw = dict(raw.pop("upstream", None) or {})
     for key, value in (overrides or {}).items():
         if value is None:

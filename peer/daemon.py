@@ -32,13 +32,20 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_DOWN_RETRY_S = 1.0
 FIRST_ANNOUNCE_TIMEOUT_S = 3.0
+# On SIGTERM, how long uploads already under way may take to finish: well inside
+# Kubernetes' default 30 s grace period and systemd's 90 s stop timeout.
+SHUTDOWN_GRACE_S = 10.0
+# After that, how long a server waits for a request still being handled before it
+# cancels it (aiohttp's default is 60 s, which would outlast any grace period).
+HANDLER_SHUTDOWN_TIMEOUT_S = 1.0
 
 
 class PeerDaemon:
     """Everything one node runs; ``start`` binds the ports (0 picks free ones)."""
 
-    def __init__(self, config: PeerConfig) -> None:
+    def __init__(self, config: PeerConfig, shutdown_grace_s: float = SHUTDOWN_GRACE_S) -> None:
         self.config = config
+        self.shutdown_grace_s = shutdown_grace_s
         self.metrics = PeerMetrics()
         self.limiter = UploadLimiter(config.upload_slots, config.upload_rate_bps)
         self._runners: list[web.AppRunner] = []
@@ -75,6 +82,8 @@ class PeerDaemon:
             config, BlobStore(config.data_dir), self._client, self.metrics, self._swarm
         )
         self._engine.load()
+        if self._swarm is not None:
+            await self._forget_earlier_run(self._swarm.scheduler)
         admin = PeerAdmin(self._engine, self._client, config.token, self._swarm)
         mirror = self._mirror_app()
         admin.add_routes(mirror)
@@ -97,28 +106,43 @@ class PeerDaemon:
         )
 
     async def stop(self) -> None:
-        """Leave the scheduler and close everything; calling it again does nothing."""
+        """Leave gracefully and close everything; calling it again does nothing.
+
+        The piece server refuses new requests (503) and the scheduler is told this host
+        leaves, so it hands our children other parents; uploads under way get up to
+        ``shutdown_grace_s`` to finish. Then downloads are cancelled and servers closed.
+        """
         if self._stopped:
             return
         self._stopped = True
+        self.limiter.close()
         if self._announcer is not None:
             self._announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._announcer
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        if self._engine is not None:
-            await self._engine.close()
         if self._swarm is not None:
             with contextlib.suppress(SchedulerUnavailable, SchedulerRejected):
                 await self._swarm.scheduler.leave_host(self.config.host_id)
+        if self.limiter.active:
+            log.info(
+                "waiting up to %.0fs for %d uploads", self.shutdown_grace_s, self.limiter.active
+            )
+            if await self.limiter.wait_idle(self.shutdown_grace_s):
+                log.info("uploads finished")
+            else:
+                log.warning("cutting off %d uploads still running", self.limiter.active)
+        if self._engine is not None:
+            await self._engine.close()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self._swarm is not None:
             await self._swarm.scheduler.close()
             await self._swarm.parents.close()
         if self._client is not None:
             await self._client.close()
 
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=HANDLER_SHUTDOWN_TIMEOUT_S)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -195,7 +219,22 @@ class PeerDaemon:
                     log.warning("scheduler unreachable (%s); pulls go to the registry", exc)
                 was_up = False
                 delay_s = SCHEDULER_DOWN_RETRY_S
-            await asyncio.sleep(delay_s)
+            # A replica found down ends the wait: tasks it owned need what we hold.
+            await scheduler.wait_for_change(delay_s)
+
+    async def _forget_earlier_run(self, scheduler: SchedulerClient) -> None:
+        """Make the scheduler forget what an earlier run of this host told it.
+
+        A daemon that was killed never said goodbye: the scheduler still counts on the
+        pieces its downloads reported, though only the verified prefix of each survives a
+        restart, and registering the same peer again only adds pieces. It would then hand
+        this peer no parent for pieces it believes are here. Leaving first clears that;
+        the announce loop then registers what really is here.
+        """
+        with contextlib.suppress(SchedulerUnavailable, SchedulerRejected, TimeoutError):
+            await asyncio.wait_for(
+                scheduler.leave_host(self.config.host_id), FIRST_ANNOUNCE_TIMEOUT_S
+            )
 
     async def _reregister(self, scheduler: SchedulerClient) -> None:
         engine = self.engine

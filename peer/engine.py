@@ -89,6 +89,8 @@ class Engine:
         for blob in self.store.scan_complete():
             self.index.add(blob.digest, blob.size_bytes)
         partial = self.store.partial_tasks()
+        for digest in partial:
+            self._keep_partial(digest)
         log.info(
             "cache: %d complete blobs (%d bytes), %d partial downloads to resume on demand",
             len(self.index),
@@ -151,6 +153,7 @@ class Engine:
         task = self._tasks.get(origin.digest)
         if task is not None:
             return task
+        self.index.remove_partial(origin.digest)  # resumed: reserved as a task below
         self._make_room(origin.digest, size_bytes)
         layout = PieceLayout(
             size_bytes,
@@ -224,6 +227,11 @@ class Engine:
                 f"{self.config.cache_quota_bytes} bytes ({self.index.used_bytes} in use)"
             )
         for victim in victims:
+            if self.index.is_partial(victim):
+                log.info("dropping partial download %s to make room for %s", victim, digest)
+                self.index.remove_partial(victim)
+                self.store.discard_task(victim)
+                continue
             log.info("evicting %s to make room for %s", victim, digest)
             self.metrics.cache_evicted_bytes.inc(self.index.size_of(victim) or 0)
             self.index.remove(victim)
@@ -245,8 +253,17 @@ class Engine:
             self.metrics.blob_download_duration.observe(time.monotonic() - task.started_at)
         else:
             self.metrics.task_results.labels("failed").inc()
+            self._keep_partial(task.digest)
         self.metrics.tasks_active.set(len(self._tasks))
         self._update_cache_gauges()
+
+    def _keep_partial(self, digest: str) -> None:
+        """Count a partial download left on disk (if it is) against the quota."""
+        try:
+            size_bytes = self.store.part_path(digest).stat().st_size
+        except OSError:
+            return  # nothing kept
+        self.index.add_partial(digest, size_bytes)
 
     def _update_cache_gauges(self) -> None:
         self.metrics.cache_bytes.set(self.index.blob_bytes)

@@ -1,4 +1,13 @@
-"""Fetching pieces from parent peers' piece servers."""
+"""Fetching pieces from parent peers' piece servers.
+
+A parent can fail loudly (refused, reset, an error status) or silently: a frozen
+process (SIGSTOP, a hung disk, a full-stop GC) keeps its sockets, the kernel still
+accepts connections for it, and nothing ever answers. Silence is caught by timeouts
+much shorter than the registry's: a piece list is a few hundred bytes a healthy parent
+answers in milliseconds, and a parent sending a piece never goes quiet for seconds.
+Both must be well under the mirror's stall timeout, so a child blocks a frozen parent
+and moves on before its own client gives up on it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,13 @@ from peer.piece_hasher import SpanHasher
 from peer.scheduler_client import ParentInfo
 
 PIECE_READ_BYTES = 1024 * 1024
+# The longest a piece list may take, and the longest a piece request may go without a
+# byte (the headers, then between reads), before the parent counts as unreachable. A
+# rate-capped parent pauses between chunks, but for well under a second; 5 s leaves room
+# for several TCP retransmissions on a congested link, and a child still blocks a frozen
+# parent within about 5-10 s, well inside the mirror's default 20 s stall timeout.
+PIECE_LIST_TIMEOUT_S = 5.0
+PIECE_STALL_TIMEOUT_S = 5.0
 
 
 class ParentError(Exception):
@@ -35,10 +51,15 @@ class PieceList:
 class ParentClient:
     def __init__(self, token: str | None, connect_timeout_s: float, read_timeout_s: float) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._list_timeout = aiohttp.ClientTimeout(
+            total=min(read_timeout_s, PIECE_LIST_TIMEOUT_S), sock_connect=connect_timeout_s
+        )
         self._session = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+                total=None,
+                sock_connect=connect_timeout_s,
+                sock_read=min(read_timeout_s, PIECE_STALL_TIMEOUT_S),
             ),
             read_bufsize=4 * 1024 * 1024,
             connector=aiohttp.TCPConnector(limit=0),
@@ -50,7 +71,7 @@ class ParentClient:
     async def piece_list(self, parent: ParentInfo, task_id: str) -> PieceList:
         url = f"{parent.url}/api/v1/tasks/{task_id}/pieces"
         try:
-            async with self._session.get(url) as resp:
+            async with self._session.get(url, timeout=self._list_timeout) as resp:
                 if resp.status != 200:
                     raise ParentError(f"status_{resp.status}", f"{url}: {resp.status}")
                 body = await resp.json()

@@ -6,6 +6,8 @@ piece with ``sendfile`` straight from the task or blob file, with its digest in
 ``X-Piece-Digest``. Only recorded pieces are ever offered. Uploads are bounded in
 number (a full server answers 503 at once, so the child asks another parent) and,
 optionally, in rate. With a cluster token configured every piece request must carry it.
+A peer shutting down answers every piece and piece-list request with 503 while the
+uploads already under way finish (:meth:`UploadLimiter.close`).
 A seed peer lists and serves a piece only when ``peer.seed_offer`` allows: not while it
 sends that piece to someone else, nor just after, so its upload goes to new pieces.
 
@@ -42,13 +44,19 @@ PIECE_ENGINE_KEY = web.AppKey("piece_engine", Engine)
 
 
 class UploadLimiter:
-    """At most ``slots`` uploads at once, and at most ``rate_bps`` bytes per second."""
+    """At most ``slots`` uploads at once, and at most ``rate_bps`` bytes per second.
+
+    Once closed (the peer is shutting down) it admits no new upload, and
+    :meth:`wait_idle` waits for the ones in flight.
+    """
 
     def __init__(self, slots: int, rate_bps: float) -> None:
         self.slots = slots
         self.active = 0
         self.rate_bps = rate_bps
+        self.closed = False
         self._allowance_s = 0.0  # when the token bucket next has room
+        self._idle: asyncio.Event | None = None
 
     def try_acquire(self) -> bool:
         if self.active >= self.slots:
@@ -58,6 +66,20 @@ class UploadLimiter:
 
     def release(self) -> None:
         self.active -= 1
+        if self.active == 0 and self._idle is not None:
+            self._idle.set()
+
+    def close(self) -> None:
+        """Admit no new upload from now on; the ones in flight carry on."""
+        self.closed = True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no upload is in flight, at most ``timeout_s``; True if none is."""
+        if self.active > 0:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return self.active == 0
 
     async def pace(self, size_bytes: int) -> None:
         """Sleep so that uploads together stay under the rate cap."""
@@ -110,8 +132,16 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
                 text='{"error": "missing or wrong cluster token"}', content_type="application/json"
             )
 
+    def refuse_when_closing() -> None:
+        if limiter.closed:
+            # The child lists pieces elsewhere; the scheduler has been told we leave.
+            raise web.HTTPServiceUnavailable(
+                text='{"error": "this peer is shutting down"}', content_type="application/json"
+            )
+
     async def piece_list(request: web.Request) -> web.Response:
         authorize(request)
+        refuse_when_closing()
         digest = str(parse_digest(request.match_info["digest"]))
         held = _held(engine, digest)
         if held is None:
@@ -134,6 +164,7 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
 
     async def piece(request: web.Request) -> web.StreamResponse:
         authorize(request)
+        refuse_when_closing()
         digest = str(parse_digest(request.match_info["digest"]))
         try:
             index = int(request.match_info["index"])
@@ -175,7 +206,8 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
                 metrics.uploads_active.set(limiter.active)
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "uploads_active": limiter.active})
+        status = "shutting_down" if limiter.closed else "ok"
+        return web.json_response({"status": status, "uploads_active": limiter.active})
 
     async def metrics_endpoint(request: web.Request) -> web.Response:
         return web.Response(

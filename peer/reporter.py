@@ -28,6 +28,7 @@ class TransferReporter:
         self._pending: list[PieceTransfer] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
         self._warned = False
 
     def start(self) -> None:
@@ -52,14 +53,16 @@ class TransferReporter:
                 log.warning("%s: scheduler refused transfer reports: %s", self._peer_id, exc)
 
     async def close(self) -> None:
+        """Send what is pending and stop. The loop is asked to finish, not cancelled:
+        cancelling it while a batch is on its way would lose that batch."""
+        self._closing = True
+        self._wake.set()
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await self._loop_task
         await self.flush()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval_s)
             self._wake.clear()

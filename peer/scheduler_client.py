@@ -1,6 +1,9 @@
 """The peer's client of the p2p-scheduler JSON API (``/api/v1``).
 
-Any failure to reach the scheduler (refused, timed out, a 5xx) is
+The client may be given several scheduler replicas (a comma-separated list of URLs);
+every request goes through :class:`peer.replicas.ReplicaRouter`, which sends each task's
+calls to the replica that owns it and moves them to the next one when it dies. Only when
+no replica can be reached (refused, timed out, a 5xx) is the answer
 :class:`SchedulerUnavailable`, which the peer answers by going to the registry itself:
 a scheduler outage must never fail a pull.
 """
@@ -8,29 +11,20 @@ a scheduler outage must never fail a pull.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
 
 import aiohttp
 
 from peer.backsource import PieceTransfer
+from peer.replicas import ReplicaRouter
+from peer.replicas import SchedulerRejected as SchedulerRejected
+from peer.replicas import SchedulerUnavailable as SchedulerUnavailable
 
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 5.0
-
-
-class SchedulerUnavailable(Exception):
-    """The scheduler could not be reached or failed; fall back to the registry."""
-
-
-class SchedulerRejected(Exception):
-    """The scheduler refused a request as invalid (4xx)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"scheduler answered {status}: {message}")
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -109,31 +103,33 @@ def parse_decision(body: Any) -> Decision:
     raise SchedulerRejected(200, f"unknown decision action {action!r}")
 
 
+def scheduler_urls(urls: str | Sequence[str]) -> list[str]:
+    """The replica URLs of a comma-separated list (or a sequence of them)."""
+    items = urls.split(",") if isinstance(urls, str) else list(urls)
+    return [item.strip().rstrip("/") for item in items if item.strip()]
+
+
 class SchedulerClient:
-    def __init__(self, base_url: str, token: str | None) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, base_url: str | Sequence[str], token: str | None) -> None:
+        urls = scheduler_urls(base_url)
+        self.base_url = ",".join(urls)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=2.0),
         )
+        self.router = ReplicaRouter(urls, self._session)
 
     async def close(self) -> None:
+        await self.router.close()
         await self._session.close()
 
+    async def wait_for_change(self, timeout_s: float) -> None:
+        """Sleep ``timeout_s``, or less when a scheduler replica was found down."""
+        await self.router.wait_for_change(timeout_s)
+
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        url = f"{self.base_url}/api/v1{path}"
-        try:
-            async with self._session.request(method, url, json=body) as resp:
-                if resp.status >= 500:
-                    raise SchedulerUnavailable(f"{method} {path}: {resp.status}")
-                payload = await resp.json(content_type=None)
-                if resp.status >= 400:
-                    message = payload.get("error") if isinstance(payload, dict) else payload
-                    raise SchedulerRejected(resp.status, f"{method} {path}: {message}")
-                return payload
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise SchedulerUnavailable(f"{method} {path}: {exc!r}") from exc
+        return await self.router.call(method, path, body)
 
     async def announce(self, host: HostAnnouncement) -> tuple[float, bool]:
         """Returns the host TTL and whether the scheduler did not know this host."""

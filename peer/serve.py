@@ -189,12 +189,18 @@ def _widen_send_buffer(transport: asyncio.BaseTransport | None) -> None:
 
 
 async def _wait_for(task: BlobTask, offset: int, timeout_s: float) -> bool:
-    """True once byte ``offset`` can be served; False on failure or timeout."""
-    if task.state is not TaskState.FAILED and task.servable_bytes > offset:
+    """True once byte ``offset`` can be served; False on failure or timeout.
+
+    A failed task serves nothing more, unless it failed after its digest matched (the
+    disk could not keep it): then every byte is verified and the client gets them all.
+    """
+
+    def ready() -> bool:
+        if task.whole:
+            return True
+        return task.state is not TaskState.FAILED and task.servable_bytes > offset
+
+    if ready():
         return True
     await task.wait_beyond(offset, timeout_s)
-    return (
-        task.servable_bytes > offset
-        and task.state is not TaskState.FAILED
-        or (task.state is TaskState.COMPLETE)
-    )
+    return ready()

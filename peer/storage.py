@@ -10,7 +10,12 @@ Layout under the data dir::
 A blob only ever appears under ``blobs/`` by a rename after its sha256 matched, so a
 crash cannot leave a half-written file that looks complete. Every path is derived from
 a validated digest, never from raw client input, and only these two directories are
-ever written or deleted.
+ever written or deleted. Cleaning up (a startup scan, the sweep of stale partials) only
+touches files named after a digest in that layout: anything else an operator or another
+program put there is left alone.
+
+A full disk fails the one operation cleanly with :class:`StorageError`: opening a task
+removes what it created, and a blob that cannot be committed stays a task file.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 _DIGEST_RE = re.compile(r"(sha256|sha512):([a-f0-9]{64,128})")
+_TEMP_SUFFIX = ".tmp"  # what _write_json_atomic writes before its rename
 METADATA_VERSION = 1
 
 
@@ -92,7 +98,9 @@ class BlobStore:
         """
         found: list[CachedBlob] = []
         for meta_path in self.blobs_dir.glob("*/*.json"):
-            digest = f"{meta_path.parent.name}:{meta_path.stem}"
+            digest = _own_digest(meta_path.parent.name, meta_path.stem)
+            if digest is None:
+                continue  # not ours: never read, never deleted
             blob_path = meta_path.with_suffix("")
             try:
                 meta = BlobMeta(**json.loads(meta_path.read_text()))
@@ -107,7 +115,9 @@ class BlobStore:
                 continue
             found.append(CachedBlob(digest, meta.size_bytes, meta_path.stat().st_mtime))
         for stray in self.blobs_dir.glob("*/*"):
-            if stray.suffix == "" and not stray.with_suffix(".json").exists():
+            if _own_digest(stray.parent.name, stray.name) is None:
+                continue
+            if not stray.with_suffix(".json").exists():
                 log.warning("removing cached blob file without metadata: %s", stray)
                 stray.unlink(missing_ok=True)
         return sorted(found, key=lambda blob: blob.last_used)
@@ -138,7 +148,10 @@ class BlobStore:
         Raises :class:`StorageError` when the disk cannot hold the blob.
         """
         part = self.part_path(digest)
-        part.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            part.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {part.parent}: {exc}") from exc
         present: list[str] = []
         progress = self._read_progress(digest)
         if (
@@ -165,19 +178,35 @@ class BlobStore:
             self.discard_task(digest)
             raise StorageError(f"cannot allocate {size_bytes} bytes for {digest}: {exc}") from exc
         if not present:
-            self.save_progress(TaskProgress(digest, size_bytes, piece_bytes, []))
+            try:
+                self.save_progress(TaskProgress(digest, size_bytes, piece_bytes, []))
+            except StorageError:
+                os.close(fd)
+                self.discard_task(digest)
+                raise
         return fd, present
 
     def save_progress(self, progress: TaskProgress) -> None:
         _write_json_atomic(self.part_path(progress.digest).with_suffix(".json"), asdict(progress))
 
     def commit(self, meta: BlobMeta) -> Path:
-        """Turn a verified task file into a complete blob (atomic rename)."""
+        """Turn a verified task file into a complete blob (atomic rename).
+
+        Raises :class:`StorageError` (the metadata cannot be written: a full disk) with
+        nothing of the blob left under ``blobs/``.
+        """
         part = self.part_path(meta.digest)
         target = self.blob_path(meta.digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(target.with_suffix(".json"), asdict(meta))
-        os.replace(part, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(target.with_suffix(".json"), asdict(meta))
+            os.replace(part, target)
+        except OSError as exc:
+            target.with_suffix(".json").unlink(missing_ok=True)
+            raise StorageError(f"cannot store {meta.digest}: {exc}") from exc
+        except StorageError:
+            target.with_suffix(".json").unlink(missing_ok=True)
+            raise
         part.with_suffix(".json").unlink(missing_ok=True)
         return target
 
@@ -187,7 +216,8 @@ class BlobStore:
         part.with_suffix(".json").unlink(missing_ok=True)
 
     def partial_tasks(self) -> list[str]:
-        return [f"{p.parent.name}:{p.stem}" for p in self.tasks_dir.glob("*/*.part")]
+        found = (_own_digest(p.parent.name, p.stem) for p in self.tasks_dir.glob("*/*.part"))
+        return [digest for digest in found if digest is not None]
 
     def sweep(self, now: float, partial_ttl_s: float) -> int:
         """Delete leftovers of interrupted writes and partial downloads nobody resumed.
@@ -196,9 +226,16 @@ class BlobStore:
         """
         removed = 0
         for leftover in [*self.blobs_dir.glob("*/*.tmp"), *self.tasks_dir.glob("*/*.tmp")]:
+            # Ours are "<hex>.json.tmp" (and "<hex>.part.tmp" would be too).
+            stem = leftover.name.removesuffix(_TEMP_SUFFIX).split(".", 1)[0]
+            if _own_digest(leftover.parent.name, stem) is None:
+                continue
             leftover.unlink(missing_ok=True)
             removed += 1
         for part in self.tasks_dir.glob("*/*.part"):
+            digest = _own_digest(part.parent.name, part.stem)
+            if digest is None:
+                continue
             progress = part.with_suffix(".json")
             try:
                 last_touched = max(part.stat().st_mtime, progress.stat().st_mtime)
@@ -208,7 +245,7 @@ class BlobStore:
                 log.info(
                     "removing partial download %s, untouched for over %ds", part, partial_ttl_s
                 )
-                self.discard_task(f"{part.parent.name}:{part.stem}")
+                self.discard_task(digest)
                 removed += 1
         return removed
 
@@ -228,8 +265,14 @@ def _split(digest: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def _own_digest(algorithm: str, encoded: str) -> str | None:
+    """The digest a file of our layout is named after, or None if the name is not one."""
+    digest = f"{algorithm}:{encoded}"
+    return digest if _DIGEST_RE.fullmatch(digest) else None
+
+
 def _write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + _TEMP_SUFFIX)
     try:
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)

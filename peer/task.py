@@ -6,9 +6,12 @@ pieces and records each one with :meth:`BlobTask.record_piece`, which hashes it 
 worker thread and, when a trusted digest is known, checks it. The verifier feeds
 recorded pieces in index order into the blob's running sha256. Clients are sent the
 contiguous prefix of recorded pieces, and the last byte only once the blob digest
-matched, so no client ever receives a complete body with wrong content. Hashing is the
-CPU cost that bounds a cold download (two sha256 passes over every byte), which is why
-piece hashing and the in-order pass run in parallel.
+matched, so no client ever receives a complete body with wrong content. A blob that
+matched but cannot be kept (the disk filled up under it) still reaches the clients
+already reading it, whole and verified; it is not cached, and its file is deleted so
+the space comes back. Hashing is the CPU cost that bounds a cold download (two sha256
+passes over every byte), which is why piece hashing and the in-order pass run in
+parallel.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
 from peer.pieces import PieceLayout, PieceSet
-from peer.storage import BlobMeta, BlobStore, TaskProgress
+from peer.storage import BlobMeta, BlobStore, StorageError, TaskProgress
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,10 @@ class TaskFailed(Exception):
 
 class DigestMismatch(TaskFailed):
     pass
+
+
+class StoreFailed(TaskFailed):
+    """The blob is verified, but the disk could not take what keeping it needs."""
 
 
 class PieceCorrupt(Exception):
@@ -97,10 +104,16 @@ class BlobTask:
     @property
     def servable_bytes(self) -> int:
         """How many leading bytes a client may be sent now."""
-        if self.state is TaskState.COMPLETE:
+        if self.whole:
             return self.size_bytes
         recorded = min(self.size_bytes, self._pieces.prefix * self.layout.piece_bytes)
         return max(0, min(recorded, self.size_bytes - 1))  # the last byte waits for the digest
+
+    @property
+    def whole(self) -> bool:
+        """Every byte may go to clients: the task ended with the blob matching its digest,
+        complete, or failed only because the disk could not keep it."""
+        return self.state is TaskState.COMPLETE or isinstance(self.error, StoreFailed)
 
     @property
     def fd(self) -> int:
@@ -285,7 +298,10 @@ class BlobTask:
         self._cancel_trailing_save()
         digests = [d for d in self._digests if d is not None]
         meta = BlobMeta(self.digest, self.size_bytes, self.layout.piece_bytes, digests)
-        await asyncio.to_thread(self.store.commit, meta)
+        try:
+            await asyncio.to_thread(self.store.commit, meta)
+        except StorageError as exc:
+            raise StoreFailed(f"verified, but cannot be kept: {exc}") from exc
         async with self._progress:
             self.state = TaskState.COMPLETE
             self._progress.notify_all()
@@ -302,9 +318,11 @@ class BlobTask:
             self.state = TaskState.FAILED
             self.error = error
             self._progress.notify_all()
-        # Pieces of a blob that failed its digest are worthless; others are kept so a
-        # later request (or a restarted daemon) resumes instead of starting over.
-        if isinstance(error, DigestMismatch) or self._pieces.prefix == 0:
+        # Pieces of a blob that failed its digest are worthless, and a blob the disk
+        # cannot take only holds space a full disk needs; others are kept so a later
+        # request (or a restarted daemon) resumes instead of starting over. Readers hold
+        # their own descriptors, so a deleted file still serves them.
+        if isinstance(error, DigestMismatch | StoreFailed) or self._pieces.prefix == 0:
             self.store.discard_task(self.digest)
         else:
             self._save_progress(force=True)
@@ -334,7 +352,8 @@ class BlobTask:
                     [d for d in self._digests[: self._pieces.prefix] if d is not None],
                 )
             )
-        except OSError as exc:
+        except (OSError, StorageError) as exc:
+            # Progress only speeds up a resume: a full disk must not fail the download.
             log.warning("%s: cannot save progress: %s", self.digest, exc)
 
     def dup_fd(self) -> int:

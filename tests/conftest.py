@@ -25,6 +25,7 @@ from tests.support.containerd import (  # noqa: E402
     containerd_unavailable_reason,
 )
 from tests.support.counting_proxy import CountingProxy  # noqa: E402
+from tests.support.redis import RedisProcess, redis_unavailable_reason  # noqa: E402
 from tests.support.registry import (  # noqa: E402
     RegistryProcess,
     TokenRegistry,
@@ -43,6 +44,17 @@ def registry(tmp_path: Path) -> Iterator[RegistryProcess]:
     """A plain-http distribution registry with empty storage."""
     _require_registry()
     process = RegistryProcess(tmp_path / "registry")
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A real redis-server on a free loopback port, without persistence."""
+    require(redis_unavailable_reason())
+    process = RedisProcess(tmp_path / "redis")
     try:
         yield process.start()
     finally:

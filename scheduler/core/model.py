@@ -22,6 +22,11 @@ from scheduler.core.random_set import RandomSet
 # upload load over a 60 s window; an exponential decay gives the same scale without
 # keeping a per-host history of transfers.
 UPLOAD_WINDOW_S = 60.0
+# Weight of the newest piece in a host's moving averages of realized throughput. Piece
+# throughputs scatter by a factor of two or more from one piece to the next (shared
+# links, disk), so one piece moves the average by a fifth: about the last ten pieces
+# count, recent enough to see a parent slow down within a second or two of transfers.
+THROUGHPUT_EWMA_WEIGHT = 0.2
 
 
 class PeerState(enum.Enum):
@@ -56,10 +61,32 @@ class Host:
     upload_failed_count: int = 0
     _recent_upload_bytes: float = field(default=0.0, init=False)
     _recent_upload_at_s: float = field(default=0.0, init=False)
+    # Moving averages of ln(bytes/s) of the pieces children reported from this host, over
+    # all children and per child rack ((idc, rack) -> (average, pieces)), and how many
+    # pieces went into the overall one. Features of the learned evaluator.
+    throughput_log_ewma: float = field(default=0.0, init=False)
+    throughput_samples: int = field(default=0, init=False)
+    rack_throughput: dict[tuple[str, str], tuple[float, int]] = field(
+        default_factory=dict, init=False
+    )
 
     def record_upload(self, size_bytes: int, now: float) -> None:
         self._recent_upload_bytes = self.recent_upload_bytes(now) + size_bytes
         self._recent_upload_at_s = max(now, self._recent_upload_at_s)
+
+    def record_throughput(
+        self, child_rack: tuple[str, str], size_bytes: int, cost_s: float
+    ) -> None:
+        """Fold one piece's realized throughput into the moving averages (kept in logs:
+        throughputs span orders of magnitude, and a log average is not dragged by one
+        fast piece off a cache)."""
+        if size_bytes <= 0 or cost_s <= 0:
+            return
+        value = math.log(size_bytes / cost_s)
+        self.throughput_log_ewma = _ewma(self.throughput_log_ewma, self.throughput_samples, value)
+        self.throughput_samples += 1
+        average, samples = self.rack_throughput.get(child_rack, (0.0, 0))
+        self.rack_throughput[child_rack] = (_ewma(average, samples, value), samples + 1)
 
     def recent_upload_bytes(self, now: float) -> float:
         """Bytes children reported from this host, decayed with ``UPLOAD_WINDOW_S``.
@@ -75,6 +102,13 @@ class Host:
     def rack_key(self) -> tuple[str, str]:
         # Rack names need only be unique within an idc.
         return (self.idc, self.rack)
+
+
+def _ewma(average: float, samples: int, value: float) -> float:
+    """The first sample sets the average; later ones move it by ``THROUGHPUT_EWMA_WEIGHT``."""
+    if samples == 0:
+        return value
+    return average + THROUGHPUT_EWMA_WEIGHT * (value - average)
 
 
 class Task:

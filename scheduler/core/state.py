@@ -34,6 +34,7 @@ from scheduler.core.model import Host, Peer, PeerState, Task
 from scheduler.core.piece_costs import PieceCostWindow
 from scheduler.core.scheduling import decide
 from scheduler.core.settings import SchedulerSettings
+from scheduler.core.transfers import TransferRecorder
 
 
 class SchedulerState:
@@ -43,9 +44,14 @@ class SchedulerState:
         self,
         settings: SchedulerSettings | None = None,
         evaluator: Evaluator | None = None,
+        recorder: TransferRecorder | None = None,
     ) -> None:
         self.settings = settings or SchedulerSettings()
         self.evaluator: Evaluator = evaluator or RuleEvaluator()
+        # Joins piece reports with the features seen when their parent was chosen
+        # (transfer records, issue 5); None records nothing. The evaluator and the
+        # recorder may be swapped between operations (model hot reload).
+        self.recorder = recorder
         # Ordered by last announcement, oldest first, so expiry stops at the first fresh one.
         self.hosts: dict[str, Host] = {}
         self.tasks: dict[str, Task] = {}
@@ -271,13 +277,19 @@ class SchedulerState:
             task.piece_digests[index] = digest
             task.digest_sources[index] = child.peer_id
             child.digest_pieces.append(index)
+        recorder = self.recorder
         for report in event.reports:
             parent = self.peers.get(report.parent_id) if report.parent_id else None
+            if recorder is not None:
+                recorder.on_report(child, report, now)
             if report.ok:
                 child.last_piece_at_s = now
                 self._add_piece(child, report.piece_index)
                 if parent is not None:
                     parent.host.record_upload(report.size_bytes, now)
+                    parent.host.record_throughput(
+                        child.host.rack_key, report.size_bytes, report.cost_s
+                    )
                     parent.host.upload_ok_count += 1
                     if parent.costs.add(report.cost_s, now):
                         self._block(child, parent)
@@ -309,6 +321,8 @@ class SchedulerState:
         self._drop_parents(peer)
         peer.state = PeerState.SUCCEEDED
         peer.retry_count = 0
+        if self.recorder is not None:
+            self.recorder.forget(peer_id)
 
     def remove_peer(self, peer_id: str) -> Removal:
         """The peer left: its pieces, edges and quota use go with it."""
@@ -369,6 +383,10 @@ class SchedulerState:
         if child.state is PeerState.SUCCEEDED:
             raise PeerStateError(f"peer {peer_id!r} already holds every piece")
         decision = decide(child, self.settings, self.evaluator, self._seed_host_count > 0, now, rng)
+        if isinstance(decision, Parents) and self.recorder is not None:
+            # Before the edges change the parents' load: the snapshot is what was scored.
+            chosen = [self.peers[choice.peer_id] for choice in decision.parents]
+            self.recorder.on_parents(child, decision, chosen, self.evaluator, now)
         if isinstance(decision, Parents):
             self._drop_parents(child)
             for choice in decision.parents:
@@ -447,6 +465,8 @@ class SchedulerState:
     def _remove(self, peer: Peer) -> list[str]:
         """Remove a peer everywhere; returns the ids of the children it was serving."""
         task, host = peer.task, peer.host
+        if self.recorder is not None:
+            self.recorder.forget(peer.peer_id)
         self._drop_parents(peer)
         orphans = list(peer.children)
         for child in list(peer.children.values()):

@@ -12,6 +12,7 @@ import gc
 import logging
 import random
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import hdrs, web
@@ -26,11 +27,15 @@ from scheduler.core import (
     UnknownHostError,
     UnknownPeerError,
 )
+from scheduler.core.transfers import TransferRecorder
 from scheduler.service import auth, openapi
 from scheduler.service.api import MAX_BODY_BYTES, SchedulerApi
 from scheduler.service.config import SchedulerConfig
 from scheduler.service.errors import ProtocolError, WriterStoppedError
 from scheduler.service.metrics import SchedulerMetrics
+from scheduler.service.models import ModelServing, ModelSettings
+from scheduler.service.records import FileRecordStore, RecordFlusher
+from scheduler.service.replicas import ReplicaDirectory
 from scheduler.service.status import StatusPage
 from scheduler.service.writer import StateWriter
 
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 
 WRITER_KEY = web.AppKey("writer", StateWriter)
 METRICS_KEY = web.AppKey("metrics", SchedulerMetrics)
+REPLICAS_KEY = web.AppKey("replicas", ReplicaDirectory)
+MODELS_KEY = web.AppKey("models", ModelServing)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -86,8 +93,30 @@ def _route_label(request: web.Request) -> str:
 
 def create_app(config: SchedulerConfig) -> web.Application:
     """The scheduler's HTTP app; the writer starts and stops with it."""
-    writer = StateWriter(SchedulerState(config.core_settings), random.Random(config.rng_seed))
     metrics = SchedulerMetrics(lambda: writer.counts)
+    models = ModelServing(
+        ModelSettings(
+            config.evaluator,
+            config.model_path,
+            config.model_reload_s,
+            config.exploration,
+            config.scheduling.parents_per_decision,
+        ),
+        metrics.registry,
+        # Exploration draws from its own stream, so it never shifts the writer's.
+        random.Random(None if config.rng_seed is None else config.rng_seed + 1),
+    )
+    recorder = TransferRecorder(config.records_cluster) if config.records_dir is not None else None
+    state = SchedulerState(config.core_settings, models.evaluator, recorder)
+    writer = StateWriter(state, random.Random(config.rng_seed))
+    flusher = (
+        RecordFlusher(
+            writer, FileRecordStore(config.records_dir), config.records_flush_s, metrics.registry
+        )
+        if config.records_dir is not None
+        else None
+    )
+    replicas = ReplicaDirectory(config, metrics.registry)
     token = config.token
 
     @web.middleware
@@ -124,7 +153,15 @@ def create_app(config: SchedulerConfig) -> web.Application:
             )
         writer.start()
         upkeep = asyncio.create_task(_expire_hosts(writer, metrics, config.upkeep_interval_s))
+        models.start(writer)
+        if flusher is not None:
+            flusher.start()
         yield
+        await models.stop()
+        if flusher is not None:
+            await flusher.stop()
+        # Out of the replica list first, so peers stop sending work here.
+        await replicas.stop()
         upkeep.cancel()
         await asyncio.gather(upkeep, return_exceptions=True)
         await writer.stop()
@@ -148,10 +185,13 @@ def create_app(config: SchedulerConfig) -> web.Application:
     )
     app[WRITER_KEY] = writer
     app[METRICS_KEY] = metrics
+    app[REPLICAS_KEY] = replicas
+    app[MODELS_KEY] = models
     app.cleanup_ctx.append(lifetime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/api/v1/openapi.json", openapi_document)
+    app.router.add_get("/api/v1/replicas", replicas.handle)
     SchedulerApi(writer, metrics, config.host_ttl_s).add_routes(app)
     StatusPage(writer, metrics, config.host_ttl_s).add_routes(app)
     return app
@@ -174,9 +214,26 @@ async def _expire_hosts(writer: StateWriter, metrics: SchedulerMetrics, interval
             log.info("%d peers left with expired hosts", len(removal.removed_peer_ids))
 
 
+def _own_url(config: SchedulerConfig, host: str, port: int) -> str:
+    """The URL peers reach this replica at: ``advertise_url``, else the bound address
+    (the hostname in place of a wildcard address)."""
+    if config.advertise_url:
+        return config.advertise_url
+    if host in ("0.0.0.0", "::", ""):
+        if config.redis_url:
+            log.warning(
+                "listening on a wildcard address without advertise_url: peers are told to "
+                "reach this replica by its hostname, %s",
+                socket.gethostname(),
+            )
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 async def run(config: SchedulerConfig) -> None:
     """Serve until SIGINT or SIGTERM."""
-    runner = web.AppRunner(create_app(config), access_log=None)
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port)
     await site.start()
@@ -194,6 +251,8 @@ async def run(config: SchedulerConfig) -> None:
         config.host_ttl_s,
         "required" if config.token else "not required",
     )
+    # Only now is the port known: a replica registers in Redis once it can be reached.
+    await app[REPLICAS_KEY].start(_own_url(config, host, port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 from scheduler.service.app import run
 from scheduler.service.config import (
+    ENV_ADVERTISE_URL,
     ENV_LISTEN,
+    ENV_REDIS_URL,
     ENV_TOKEN,
     LOG_LEVELS,
     SchedulerConfig,
@@ -22,12 +24,17 @@ _EPILOG = f"""\
 API: JSON under /api/v1 (the OpenAPI document is at /api/v1/openapi.json), plus /healthz,
 /metrics (Prometheus) and a status page at / for browsers. State is kept in memory.
 
+Replicas: with redis_url set, the scheduler registers itself in Redis with a heartbeat,
+lists the live replicas at /api/v1/replicas, and peers given any replica's URL route
+each blob to one replica by rendezvous hashing. Without it, nothing else is needed.
+
 Cluster token: every /api/v1 request must carry "Authorization: Bearer <token>" when a
 token is configured, from --token-file, the environment variable {ENV_TOKEN}, or
 token_file in the config file (in that order of precedence). Without one, any client
 is accepted and a warning is logged.
 
-Environment: {ENV_LISTEN} overrides listen from the file; flags override both.
+Environment: {ENV_LISTEN}, {ENV_REDIS_URL} and {ENV_ADVERTISE_URL} override
+listen, redis_url and advertise_url from the file; flags override both.
 
 Config file (YAML; unknown keys are an error), with the defaults:
   listen: {SchedulerConfig.listen}
@@ -36,6 +43,11 @@ Config file (YAML; unknown keys are an error), with the defaults:
   rng_seed: null         # fix it for reproducible decisions
   token_file: null
   log_level: info
+  redis_url: null        # redis://HOST:6379/0 to run several replicas
+  advertise_url: null    # the URL peers reach this replica at (default: from listen)
+  replica_heartbeat_s: {SchedulerConfig.replica_heartbeat_s:g}
+  replica_ttl_s: {SchedulerConfig.replica_ttl_s:g}       # a replica silent this long is dropped
+  redis_key_prefix: "{SchedulerConfig.redis_key_prefix}"
   scheduling:            # the core's tunables (scheduler/core/settings.py)
     candidate_sample_size: 15
     parents_per_decision: 4
@@ -66,12 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=list(LOG_LEVELS), help="log verbosity (default info)"
     )
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help=f"Redis for replica membership, e.g. redis://redis:6379/0 (or {ENV_REDIS_URL})",
+    )
+    parser.add_argument(
+        "--advertise-url",
+        metavar="URL",
+        help="the URL peers reach this replica at (default: http://LISTEN-ADDRESS)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {"listen": args.listen, "token_file": args.token_file, "log_level": args.log_level}
+    overrides = {
+        "listen": args.listen,
+        "token_file": args.token_file,
+        "log_level": args.log_level,
+        "redis_url": args.redis_url,
+        "advertise_url": args.advertise_url,
+    }
     try:
         config = load_config(args.config, overrides)
     except ConfigError as exc:

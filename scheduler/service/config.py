@@ -1,10 +1,11 @@
 """Scheduler service settings: one YAML file, environment overrides, command-line flags.
 
-Precedence, lowest first: defaults, the YAML file, ``STARLING_SCHEDULER_LISTEN`` and
-``STARLING_TOKEN``, flags. Unknown keys are an error, so a typo never silently falls back
-to a default. The cluster token is a secret: the YAML file and the flag name a file that
-holds it (``token_file``), the environment may carry it directly, and it never appears in
-a ``repr``. Every default works on one machine.
+Precedence, lowest first: defaults, the YAML file, the environment
+(``STARLING_SCHEDULER_LISTEN``, ``STARLING_TOKEN``, ``STARLING_REDIS_URL``,
+``STARLING_SCHEDULER_ADVERTISE_URL``), flags. Unknown keys are an error, so a typo never
+silently falls back to a default. The cluster token is a secret: the YAML file and the
+flag name a file that holds it (``token_file``), the environment may carry it directly,
+and it never appears in a ``repr``. Every default works on one machine.
 
 Example::
 
@@ -13,6 +14,9 @@ Example::
     upkeep_interval_s: 5
     token_file: /etc/starling/token
     log_level: info
+    # Several replicas: each registers in Redis and peers route tasks over the live ones.
+    redis_url: redis://redis:6379/0
+    advertise_url: http://10.0.0.5:8002
     scheduling:
       parents_per_decision: 4
       back_to_source_quota: 1
@@ -36,6 +40,9 @@ from scheduler.service.errors import ConfigError
 
 ENV_LISTEN = "STARLING_SCHEDULER_LISTEN"
 ENV_TOKEN = "STARLING_TOKEN"
+ENV_REDIS_URL = "STARLING_REDIS_URL"
+ENV_ADVERTISE_URL = "STARLING_SCHEDULER_ADVERTISE_URL"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # What may appear in an ``Authorization: Bearer`` header value: visible ASCII, no spaces.
 _TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
@@ -61,10 +68,46 @@ class SchedulerConfig:
     log_level: str = "info"
     # The core's tunables; their host_ttl_s is replaced by the one above.
     scheduling: SchedulerSettings = field(default_factory=SchedulerSettings)
+    # Replicas. With a Redis URL the scheduler registers itself there with a heartbeat and
+    # serves the live replicas at GET /api/v1/replicas; peers route each task to one of
+    # them. None: a scheduler on its own, nothing shared. The URL may hold a password.
+    redis_url: str | None = field(default=None, repr=False)
+    # The URL peers reach this replica at (its name in Redis); default: the listen address
+    # (the hostname instead of a wildcard address).
+    advertise_url: str | None = None
+    # Heartbeat period, and how long a replica stays listed after its last heartbeat.
+    replica_heartbeat_s: float = 1.0
+    replica_ttl_s: float = 5.0
+    # Prefix of every Redis key, so several clusters can share one Redis.
+    redis_key_prefix: str = "starling:"
+    # Parent scoring (scheduler/service/models.py): "learned" scores with the model at
+    # model_path (None: the model shipped in the package) and falls back to "rule",
+    # loudly, without a valid model. The model file is reloaded when it changes.
+    # "rule" is the default until a learned model beats it on held-out clusters: the
+    # shipped one does not yet (docs/learned-scoring.md).
+    evaluator: str = "rule"
+    model_path: str | None = None
+    model_reload_s: float = 10.0
+    # Share of decisions randomized among the model's top candidates (recorded with its
+    # probability), so the records do not only reflect the model's own choices.
+    exploration: float = 0.02
+    # Transfer records (training data) as JSON lines in this directory, rotated; None:
+    # none kept. records_cluster names this cluster in them (training holds whole
+    # clusters out).
+    records_dir: str | None = None
+    records_cluster: str = "default"
+    records_flush_s: float = 1.0
 
     def __post_init__(self) -> None:
         _host_port(self.listen, "listen")
-        for name in ("host_ttl_s", "upkeep_interval_s"):
+        for name in (
+            "host_ttl_s",
+            "upkeep_interval_s",
+            "replica_heartbeat_s",
+            "replica_ttl_s",
+            "model_reload_s",
+            "records_flush_s",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value!r}")
@@ -72,6 +115,21 @@ class SchedulerConfig:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.token is not None and not _TOKEN_PATTERN.fullmatch(self.token):
             raise ConfigError("the token must be visible ASCII characters without spaces")
+        if self.evaluator not in ("learned", "rule"):
+            raise ConfigError(f"evaluator must be 'learned' or 'rule', got {self.evaluator!r}")
+        if not 0.0 <= self.exploration <= 1.0:
+            raise ConfigError(f"exploration must be in [0, 1], got {self.exploration!r}")
+        if self.replica_ttl_s < 2 * self.replica_heartbeat_s:
+            # One late or lost heartbeat must not make a live replica disappear.
+            raise ConfigError("replica_ttl_s must be at least twice replica_heartbeat_s")
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ConfigError(f"redis_url must start with {', '.join(REDIS_SCHEMES)}")
+        if self.advertise_url is not None and not re.fullmatch(
+            r"https?://[^/\s]+", self.advertise_url.rstrip("/")
+        ):
+            raise ConfigError(
+                f"advertise_url: expected http(s)://HOST:PORT, got {self.advertise_url!r}"
+            )
 
     @property
     def listen_host(self) -> str:
@@ -108,8 +166,8 @@ def read_token_file(path: str) -> str:
 def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> SchedulerConfig:
     """Settings from the file at ``path`` (if any), then the environment, then ``overrides``.
 
-    ``overrides`` are the flags: ``listen``, ``token_file`` and ``log_level``; None values
-    are ignored.
+    ``overrides`` are the flags: ``listen``, ``token_file``, ``log_level``, ``redis_url``
+    and ``advertise_url``; None values are ignored.
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -133,6 +191,10 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
         raw["listen"] = env_listen
     if env_token := os.environ.get(ENV_TOKEN, "").strip():
         token = env_token
+    if env_redis := os.environ.get(ENV_REDIS_URL, "").strip():
+        raw["redis_url"] = env_redis
+    if env_advertise := os.environ.get(ENV_ADVERTISE_URL, "").strip():
+        raw["advertise_url"] = env_advertise
     for key, value in (overrides or {}).items():
         if value is None:
             continue

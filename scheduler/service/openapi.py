@@ -255,6 +255,32 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Replica": _object(
+        ["url", "heartbeat_age_s"],
+        url={"type": "string", "examples": ["http://10.0.0.5:8002"]},
+        heartbeat_age_s={**_NUMBER, "description": "Seconds since its last heartbeat."},
+    ),
+    "Replicas": _object(
+        ["membership", "self", "store", "replicas"],
+        membership={
+            "enum": ["redis", "static"],
+            "description": "`redis`: the live replicas from their heartbeats in Redis; route "
+            "each task to one of them. `static`: no shared membership; route over the "
+            "scheduler URLs the peer was configured with.",
+        },
+        self={"type": "string", "description": "This replica's URL."},
+        store={
+            "enum": ["reachable", "unreachable", "none"],
+            "description": "Whether Redis answered the last heartbeat; `none` without Redis. "
+            "While it is unreachable the list stays as it last was.",
+        },
+        replicas={
+            "type": "array",
+            "items": _ref("Replica"),
+            "minItems": 1,
+            "description": "Live replicas in URL order, this one included.",
+        },
+    ),
     "Health": _object(
         ["status", "hosts", "peers", "tasks"],
         status={"const": "ok"},
@@ -487,6 +513,18 @@ DOCUMENT: dict[str, Any] = {
                 "TaskPieces",
                 ("400", "401"),
             ),
+        },
+        "/api/v1/replicas": {
+            "get": _operation(
+                "listReplicas",
+                "The live scheduler replicas",
+                "Replicas",
+                ("401",),
+                description="Peers route each task (blob digest) to the first replica of "
+                "the rendezvous ranking of the task id over these URLs (highest "
+                'BLAKE2b-64 of `url + "\\n" + task_id` first) and move to the next '
+                "when it fails.",
+            )
         },
         "/api/v1/openapi.json": {
             "get": {

@@ -4,5 +4,4 @@ from __future__ import annotations
 
 # Fixtures are found by name in a conftest's namespace; importing them is how a sibling
 # directory shares them without moving them.
-from tests.e2e.conftest import start_peer, start_scheduler  # noqa: F401
-from tests.e2e.test_swarm_processes import swarm  # noqa: F401
+from tests.e2e.conftest import start_peer, start_scheduler, swarm  # noqa: F401

@@ -16,7 +16,7 @@ import pytest
 
 from peer.pieces import MiB
 from tests.e2e.conftest import PeerProcess
-from tests.e2e.test_swarm_processes import Swarm, _pull, _pull_all_at_once
+from tests.e2e.swarm_helpers import Swarm, assert_pulls, pull
 from tests.support.dashboards import all_queries
 from tests.support.images import PushedImage, push_image
 from tests.support.polling import wait_until
@@ -63,8 +63,8 @@ def test_every_dashboard_panel_has_data_during_a_swarm_pull(
             "Prometheus to scrape every target three times",
         )
         assert _scalar(prometheus, "min(up)") == 1, prometheus.query("up")
-        _pull_all_at_once(nodes, image)
-        assert _pull(peers[0], image)  # again: cache hits
+        assert_pulls(nodes, image)
+        assert pull(peers[0], image)  # again: cache hits
         served = 5 * image.total_blob_bytes
         wait_until(
             lambda: _scalar(prometheus, "sum(p2p_peer_served_bytes_total)") >= served,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.counting_proxy import CountingProxy
 from tests.support.ports import free_port, wait_http
 from tests.support.processes import log_tail
+from tests.support.registry import RegistryProcess
 
 
 class PeerProcess:
@@ -61,6 +64,7 @@ class PeerProcess:
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)  # a frozen peer could not hear SIGTERM
             self._process.terminate()
             try:
                 self._process.wait(timeout=10)
@@ -71,6 +75,16 @@ class PeerProcess:
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Signal the running daemon (SIGSTOP freezes it, SIGCONT thaws it)."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(sig)
+
+    def wait_exit(self, timeout_s: float) -> int:
+        """Wait for the daemon to exit by itself; returns its exit status."""
+        assert self._process is not None, "not running"
+        return self._process.wait(timeout=timeout_s)
 
     def kill(self) -> None:
         if self._process is not None:
@@ -101,13 +115,16 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
 
 
 class SchedulerProcess:
-    """``p2p-scheduler`` on a free loopback port, with a cluster token."""
+    """``p2p-scheduler`` on a free loopback port, with a cluster token and, optionally,
+    more settings (``redis_url``, ...) in a YAML config file."""
 
-    def __init__(self, work_dir: Path, token: str) -> None:
+    def __init__(self, work_dir: Path, token: str, settings: dict[str, Any] | None = None) -> None:
         work_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.token = token
         self.log_path = work_dir / "scheduler.log"
+        self.config_path = work_dir / "scheduler.yaml"
+        self.config_path.write_text(yaml.safe_dump(settings or {}))
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -117,7 +134,15 @@ class SchedulerProcess:
     def start(self) -> SchedulerProcess:
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.service.cli", "--listen", f"127.0.0.1:{self.port}"],
+            [
+                sys.executable,
+                "-m",
+                "scheduler.service.cli",
+                "--config",
+                str(self.config_path),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "STARLING_TOKEN": self.token},
@@ -149,8 +174,9 @@ class SchedulerProcess:
 def start_scheduler(tmp_path: Path) -> Iterator[Any]:
     schedulers: list[SchedulerProcess] = []
 
-    def start(token: str = "e2e-cluster-token") -> SchedulerProcess:
-        scheduler = SchedulerProcess(tmp_path / f"scheduler{len(schedulers)}", token).start()
+    def start(token: str = "e2e-cluster-token", **settings: Any) -> SchedulerProcess:
+        work_dir = tmp_path / f"scheduler{len(schedulers)}"
+        scheduler = SchedulerProcess(work_dir, token, settings).start()
         schedulers.append(scheduler)
         return scheduler
 
@@ -171,3 +197,14 @@ def start_peer(tmp_path: Path) -> Iterator[Any]:
     yield start
     for peer in peers:
         peer.stop()
+
+
+@pytest.fixture
+def swarm(
+    registry: RegistryProcess, counting_proxy: CountingProxy, start_scheduler: Any, start_peer: Any
+) -> Any:
+    """A scheduler, and ``join(name, **settings)`` for peers that use it and fetch the
+    registry's blobs through the counting proxy (``tests.e2e.swarm_helpers.Swarm``)."""
+    from tests.e2e.swarm_helpers import start_swarm  # it imports this module
+
+    return start_swarm(registry.host, counting_proxy.url, start_scheduler, start_peer)

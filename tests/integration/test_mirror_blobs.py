@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from tests.integration.conftest import PeerFactory, engine_of
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image_async
 from tests.support.registry import RegistryProcess
-from tests.support.requirements import require
+from tests.support.tmpfs import mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -335,19 +334,8 @@ async def test_first_bytes_reach_the_client_before_the_download_ends(
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 12 MiB tmpfs: a disk that fills up."""
-    require(None if os.geteuid() == 0 else "mounting a small tmpfs needs root")
-    mountpoint = tmp_path / "tiny-disk"
-    mountpoint.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-    )
-    require(f"cannot mount tmpfs: {result.stderr.strip()}" if result.returncode else None)
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    with mounted_tmpfs(tmp_path / "tiny-disk", 12 * MiB) as disk:
+        yield disk
 
 
 async def test_full_disk_fails_that_blob_cleanly_and_the_daemon_carries_on(
@@ -378,9 +366,12 @@ def test_startup_sweeps_stale_partials_and_interrupted_writes(tmp_path: Path) ->
     old = time.time() - 2 * 24 * 3600
     for path in (store.part_path(stale), store.part_path(stale).with_suffix(".json")):
         os.utime(path, (old, old))
-    leftover = store.blobs_dir / "sha256" / "x.json.tmp"
+    leftover = store.blobs_dir / "sha256" / ("3" * 64 + ".json.tmp")
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_text("{")
+    foreign = store.blobs_dir / "sha256" / "x.json.tmp"  # not named after a digest: not ours
+    foreign.write_text("{")
     assert store.sweep(time.time(), 24 * 3600) == 2
     assert store.partial_tasks() == [fresh]
     assert not leftover.exists()
+    assert foreign.exists()

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import struct
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from types import TracebackType
@@ -87,6 +90,11 @@ class CountingProxy:
     Range requests, every range gets its own flipped middle byte, and ``stall_after_bytes``
     counts from the start of each response body. A stalled response hangs until
     ``release_stalls()`` or ``stop()``, then its connection is dropped.
+
+    ``fail_blobs_with`` fails every blob GET, or only the next ``failures_left`` of them
+    when that is set (a registry that has a bad moment, then heals). ``reset_after_bytes``
+    ends each blob body with a TCP reset after that many bytes, for the next
+    ``resets_left`` bodies if set. ``rate_bps`` paces every blob body (a slow registry).
     """
 
     def __init__(self, upstream_url: str) -> None:
@@ -98,6 +106,11 @@ class CountingProxy:
         # Stall every blob body once this many bytes of that blob went out in all
         # requests together: "the registry dies after N bytes", deterministically.
         self.stall_after_blob_bytes: int | None = None
+        self.failures_left: int | None = None
+        self.reset_after_bytes: int | None = None
+        self.resets_left: int | None = None
+        self.rate_bps: float | None = None
+        self.resets = 0  # blob bodies ended with a TCP reset so far
 
         self._lock = threading.Lock()
         self._blob_gets: defaultdict[str, int] = defaultdict(int)
@@ -225,9 +238,13 @@ class CountingProxy:
         fail_with = self.fail_blobs_with
         corrupt = self.corrupt_blobs
         stall_after = self.stall_after_bytes
+        reset_after = self.reset_after_bytes
+        rate_bps = self.rate_bps
         if digest is not None:
             with self._lock:
                 self._blob_gets[digest] += 1
+                if fail_with is not None and not self._spend("failures_left"):
+                    fail_with = None
             if fail_with is not None:
                 self._record(request.method, request.raw_path, fail_with)
                 return _oci_error(fail_with, f"injected failure for {digest}")
@@ -260,10 +277,25 @@ class CountingProxy:
             # (the first byte if the registry did not say how long the body is).
             flip_at = (length // 2 if length else 0) if corrupt and counted else None
             sent = 0
+            started = time.monotonic()
             async for chunk in upstream.content.iter_chunked(STREAM_CHUNK_BYTES):
                 if flip_at is not None and sent <= flip_at < sent + len(chunk):
                     i = flip_at - sent
                     chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
+                if (
+                    counted
+                    and reset_after is not None
+                    and sent + len(chunk) >= reset_after
+                    and self._spend_locked("resets_left")
+                ):
+                    await self._write(response, chunk[: max(0, reset_after - sent)], counted)
+                    self._reset(request)
+                    self._record(request.method, request.raw_path, upstream.status)
+                    return response
+                if counted and rate_bps:
+                    # Pace the body: this chunk goes out once the rate allows it.
+                    due = started + sent / rate_bps
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
                 limit = self._stall_limit(counted, stall_after, sent)
                 if counted and limit is not None and len(chunk) >= limit:
                     await self._write(response, chunk[: max(0, limit)], counted)
@@ -294,6 +326,34 @@ class CountingProxy:
         if digest is not None:
             with self._lock:
                 self._blob_bytes[digest] += len(chunk)
+
+    def _spend(self, budget: str) -> bool:
+        """Whether a fault whose budget (an attribute, None: unlimited) is ``budget`` may
+        strike once more; uses one if so. The caller holds the lock."""
+        left: int | None = getattr(self, budget)
+        if left is None:
+            return True
+        if left <= 0:
+            return False
+        setattr(self, budget, left - 1)
+        return True
+
+    def _spend_locked(self, budget: str) -> bool:
+        with self._lock:
+            return self._spend(budget)
+
+    def _reset(self, request: web.Request) -> None:
+        """Drop the connection with a TCP reset (RST), as a crashing server or a
+        middlebox does, rather than an orderly close."""
+        transport = request.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        with self._lock:
+            self.resets += 1
 
     async def _stall(self, request: web.Request) -> None:
         """Hang until released or stopped, then drop the connection mid-body."""

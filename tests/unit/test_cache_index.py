@@ -37,3 +37,16 @@ def test_nothing_needed_nothing_evicted() -> None:
     index = CacheIndex(quota_bytes=10)
     index.add("a", 10)
     assert index.plan_eviction(0) == []
+
+
+def test_kept_partial_downloads_count_and_go_first_oldest_first() -> None:
+    index = CacheIndex(quota_bytes=100)
+    index.add("blob", 40)
+    index.add_partial("old", 30)
+    index.add_partial("new", 20)
+    assert index.used_bytes == 90
+    assert index.plan_eviction(30) == ["old"]
+    assert index.plan_eviction(60) == ["old", "new"]
+    assert index.plan_eviction(70) == ["old", "new", "blob"]
+    index.remove_partial("old")  # resumed: its task reserves the space instead
+    assert index.partial_bytes == 20 and not index.is_partial("old")

@@ -16,6 +16,8 @@ from scheduler.service.errors import ConfigError
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STARLING_SCHEDULER_LISTEN", raising=False)
     monkeypatch.delenv("STARLING_TOKEN", raising=False)
+    monkeypatch.delenv("STARLING_REDIS_URL", raising=False)
+    monkeypatch.delenv("STARLING_SCHEDULER_ADVERTISE_URL", raising=False)
 
 
 def _write(tmp_path: Path, text: str) -> str:
