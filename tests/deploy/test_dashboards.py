@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from peer.metrics import PeerMetrics
 from scheduler.service.metrics import SchedulerMetrics
+from scheduler.service.models import ModelMetrics
 from scheduler.service.writer import Counts
 from tests.support.dashboards import DASHBOARDS, all_queries, load, panels
 
@@ -30,11 +31,18 @@ def _families(registry: CollectorRegistry) -> dict[str, str]:
     return {family.name: family.type for family in registry.collect()}
 
 
+def _model_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ModelMetrics(registry)
+    return registry
+
+
 def exported_series() -> dict[str, str]:
     """Every series name the peer and the scheduler export -> its family."""
     families = {
         **_families(PeerMetrics().registry),
         **_families(SchedulerMetrics(lambda: Counts()).registry),
+        **_families(_model_registry()),
     }
     return {name + suffix: name for name, kind in families.items() for suffix in _SUFFIXES[kind]}
 
