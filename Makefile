@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEB_PACKAGES := docker-registry containerd redis-server skopeo prometheus chromium
 DEB_COMMANDS := docker-registry containerd redis-server skopeo promtool chromium
 
-.PHONY: all venv deps lint test test-fast demo bench clean
+.PHONY: all venv deps lint test test-fast demo bench model clean
 
 all: test
 
@@ -55,6 +55,13 @@ bench: deps venv
 	$(BIN)/python -m bench.mirror_bench
 	$(BIN)/python -m bench.swarm_bench
 	$(BIN)/python -m bench.sched_bench
+
+# The learned evaluator's shipped model: simulated training scenarios
+# (simulations/scenarios/training/) write transfer records to build/records, then the
+# model is trained on them (about 4 minutes; ~600 MB of records).
+model: venv
+	$(BIN)/python -m simulations.training --records build/records \
+		--out scheduler/learning/default_model.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -2,28 +2,56 @@
 
 A flow is one piece in flight; it crosses a few links (the sender's NIC upload, rack
 uplinks, the receiver's NIC download, the registry's egress). Rates change only when a
-flow starts or finishes, and between those events every flow moves at a constant rate,
-so its completion time is known and queued as an event.
+flow starts, finishes or is cancelled; in between every flow moves at a constant rate.
 
 Two sharing rules:
 
 - ``fast`` (the bottleneck rule): ``rate(f) = min over links L of f of capacity(L) / n(L)``
-  where ``n(L)`` counts the flows on ``L``. A rate depends only on flow counts, never on
-  other flows' rates, so a start or finish changes only flows sharing a link with it, and
-  only those whose minimum moves. Every link stays within capacity; capacity a flow
-  cannot use because it is held back elsewhere is left idle (not work-conserving).
-- ``exact`` (max-min fairness by progressive filling): all flows grow together; when a
-  link fills, its flows freeze at that rate; repeat. Work-conserving and exact, but
-  O(links x flows) per event: a reference for small clusters.
+  where ``n(L)`` counts the flows on ``L``. Every link stays within capacity; capacity a
+  flow cannot use because it is held back elsewhere is left idle (not work-conserving).
+- ``exact`` (max-min fairness by progressive filling, see ``simulations.maxmin``):
+  work-conserving, but every event recomputes every rate: a reference for small clusters.
+
+How the fast rule stays cheap. Each flow is *bound* to the link that sets its rate (its
+minimum), and every flow bound to a link runs at that link's ``rate_bps``. A link keeps
+a virtual clock, ``served_bytes``: the bytes one bound flow has received since the link
+was made. A bound flow finishes when the clock reaches its ``finish_tag`` (the clock when
+it was bound plus its remaining bytes), so a change in a link's flow count changes one
+number, the link's rate, and never touches the flows bound to it; the link queues one
+event, for its earliest tag. A flow moves to another link only when the minimum moves:
+
+- a link's rate falls (a flow started on it): flows crossing it that are bound elsewhere
+  at a higher rate move to it; ``others_max_bps`` bounds their rates from above, so most
+  starts look at no other flow;
+- a link's rate rises (a flow left it): each flow bound to it is checked against its
+  other links, and moves to one that is now lower.
+
+``rise_tolerance`` spares most rises: while a link's fair share is at most that fraction
+above its rate, the rate stays (the link may idle that fraction). It pays off on a busy
+link when one flow ends and the next starts a request latency later (n-1 flows, then n).
+
+The exact mode reuses the same clocks: each flow gets a private *lane* link whose rate is
+the flow's max-min rate.
+
+A link can fail (its host crashed): the flows on it end at once with ``failed`` set, and
+any flow started over it later fails at once too; ``on_done`` is called either way, so
+whoever started the flow does its bookkeeping in one place.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Callable
 
 from simulations.clock import EventQueue
+from simulations.maxmin import max_min_rates
 
 FlowDone = Callable[["Flow", float], None]
+INF = math.inf
+# A flow this close to its finish tag is done: the tag and the clock are sums of many
+# float products, so they can miss each other by a few ulps (a millibyte is nothing).
+FINISH_SLACK_BYTES = 1e-3
 
 
 class Link:
@@ -31,10 +59,15 @@ class Link:
         "name",
         "capacity_bps",
         "flows",
-        "share_bps",
-        "max_rate_bps",
-        "bound_count",
-        "rated_share_bps",
+        "rate_bps",
+        "served_bytes",
+        "served_at_s",
+        "bound",
+        "heap",
+        "others_max_bps",
+        "due_s",
+        "version",
+        "down",
     )
 
     def __init__(self, name: str, capacity_bps: float) -> None:
@@ -42,15 +75,29 @@ class Link:
             raise ValueError(f"link {name}: capacity must be > 0, got {capacity_bps!r}")
         self.name = name
         self.capacity_bps = capacity_bps
-        # Ordered by flow id, so iteration order is the same in every run.
+        # Every flow crossing the link, ordered by flow id, so iteration order is the
+        # same in every run.
         self.flows: dict[int, Flow] = {}
-        self.share_bps = capacity_bps
-        # An upper bound on the rates of this link's flows (exact after a full pass).
-        self.max_rate_bps = 0.0
-        # Flows whose rate is set by this link (their first minimum).
-        self.bound_count = 0
-        # The share its bound flows were last re-rated at (see ``rise_tolerance``).
-        self.rated_share_bps = capacity_bps
+        # The rate of every flow bound here; at most capacity / len(flows).
+        self.rate_bps = capacity_bps
+        self.served_bytes = 0.0
+        self.served_at_s = 0.0
+        self.bound: dict[int, Flow] = {}
+        # (finish tag, flow id, flow) of bound flows; entries of flows that moved away
+        # stay until they reach the top and are dropped there.
+        self.heap: list[tuple[float, int, Flow]] = []
+        # An upper bound on the rates of the flows crossing it that are bound elsewhere.
+        self.others_max_bps = 0.0
+        # When the earliest bound flow finishes, and the version of that queued event.
+        self.due_s = INF
+        self.version = 0
+        self.down = False
+
+    def advance(self, now: float) -> None:
+        """Move the virtual clock to ``now`` at the current rate."""
+        if now > self.served_at_s:
+            self.served_bytes += self.rate_bps * (now - self.served_at_s)
+            self.served_at_s = now
 
 
 class Flow:
@@ -58,15 +105,12 @@ class Flow:
         "flow_id",
         "links",
         "size_bytes",
-        "remaining_bytes",
-        "rate_bps",
-        "updated_at_s",
         "started_at_s",
-        "version",
-        "due_s",
-        "bottleneck",
         "on_done",
         "done",
+        "bottleneck",
+        "finish_tag",
+        "failed",
     )
 
     def __init__(
@@ -75,15 +119,28 @@ class Flow:
         self.flow_id = flow_id
         self.links = links
         self.size_bytes = size_bytes
-        self.remaining_bytes = float(size_bytes)
-        self.rate_bps = 0.0
-        self.updated_at_s = now
         self.started_at_s = now
-        self.version = 0
-        self.due_s = float("inf")
-        self.bottleneck: Link | None = None
         self.on_done = on_done
         self.done = False
+        # The link (or exact-mode lane) whose clock this flow runs on.
+        self.bottleneck: Link | None = None
+        self.finish_tag = 0.0
+        # It ended because a link on its path failed; its bytes never arrived.
+        self.failed = False
+
+    @property
+    def rate_bps(self) -> float:
+        bottleneck = self.bottleneck
+        return 0.0 if bottleneck is None or self.done else bottleneck.rate_bps
+
+    def remaining_bytes(self, now: float) -> float:
+        bottleneck = self.bottleneck
+        if self.done:
+            return 0.0
+        if bottleneck is None:
+            return float(self.size_bytes)
+        bottleneck.advance(now)
+        return max(0.0, self.finish_tag - bottleneck.served_bytes)
 
 
 class Network:
@@ -98,19 +155,23 @@ class Network:
             raise ValueError("rise_tolerance must be >= 0")
         self.queue = queue
         self.sharing = sharing
-        # Fast rule only: when a link's share rises by at most this fraction since its
-        # flows were last rated, they keep their rates. A share never falls below a
-        # flow's rate (links stay within capacity); at most this fraction of a link is
-        # left idle. It spares re-rating every flow of a busy link when one flow ends
-        # and the next starts a request latency later (n-1 flows, then n again).
-        self.rise_tolerance = rise_tolerance
+        self._exact = sharing == "exact"
+        self._rise = 1.0 + rise_tolerance
         self._next_id = 0
         self.active: dict[int, Flow] = {}
-        self._busy_links: dict[str, Link] = {}
         self.bytes_done = 0
+        # Exact mode: links with flows, and whether a refill is queued for this instant.
+        self._busy: dict[int, Link] = {}
+        self._refill_queued = False
+        # Links failed so far: while none has, starting a flow need not look for one.
+        self._links_down = 0
 
     def link(self, name: str, capacity_bps: float) -> Link:
         return Link(name, capacity_bps)
+
+    def path_rate_bps(self, links: tuple[Link, ...]) -> float:
+        """The rate one more flow over ``links`` would get now, by the bottleneck rule."""
+        return min(link.capacity_bps / (len(link.flows) + 1) for link in links)
 
     def start(
         self, links: tuple[Link, ...], size_bytes: int, now: float, on_done: FlowDone
@@ -119,135 +180,273 @@ class Network:
         if not links:
             raise ValueError("a flow needs at least one link")
         self._next_id += 1
-        flow = Flow(self._next_id, links, size_bytes, now, on_done)
-        self.active[flow.flow_id] = flow
-        if size_bytes <= 0:
-            flow.due_s = now
-            self.queue.at(now, self._complete, (flow, flow.version))
+        flow_id = self._next_id
+        flow = Flow(flow_id, links, size_bytes, now, on_done)
+        self.active[flow_id] = flow
+        if size_bytes <= 0 or (self._links_down and any(link.down for link in links)):
+            flow.failed = size_bytes > 0
+            self.queue.at(now, self._end_now, flow)
             return flow
         for link in links:
-            link.flows[flow.flow_id] = flow
-            link.share_bps = link.capacity_bps / len(link.flows)
-            self._busy_links[link.name] = link
-        if self.sharing == "exact":
-            self._refill(now)
+            link.flows[flow_id] = flow
+        if self._exact:
+            self._start_exact(flow, now)
             return flow
-        self._set_rate(flow, now)
+        best: Link = links[0]
+        best_rate = INF
+        fell: list[Link] = []
         for link in links:
-            # The share fell: flows faster than it must slow down.
-            if link.max_rate_bps > link.share_bps:
-                self._rescan(link, now, fell=True)
-            elif link.share_bps < link.rated_share_bps:
-                link.rated_share_bps = link.share_bps
+            share = link.capacity_bps / len(link.flows)
+            if share < link.rate_bps:
+                # Bound flows slow down with the clock; their queued completion event
+                # finds them unfinished and queues itself again at the new time.
+                link.advance(now)
+                link.rate_bps = share
+                fell.append(link)
+            if link.rate_bps < best_rate:
+                best_rate, best = link.rate_bps, link
+        self._bind(flow, best, float(size_bytes), now)
+        for link in links:
+            if link is not best and best_rate > link.others_max_bps:
+                link.others_max_bps = best_rate
+        for link in fell:
+            if link.others_max_bps > link.rate_bps:
+                self._fall_scan(link, now)
         return flow
 
-    # -- internals -------------------------------------------------------------------
+    def cancel(self, flow: Flow, now: float) -> float:
+        """Stop a flow without calling ``on_done``; returns the bytes it had moved."""
+        if flow.done:
+            return 0.0
+        moved = flow.size_bytes - flow.remaining_bytes(now)
+        flow.done = True
+        del self.active[flow.flow_id]
+        if flow.size_bytes > 0:
+            self._unbind(flow)
+            self._detach(flow, now)
+        return moved
 
-    def _complete(self, now: float, arg: tuple[Flow, int]) -> None:
-        flow, version = arg
-        if flow.done or version != flow.version:
-            return  # superseded by a rate change
-        if flow.due_s > now:
-            # The flow slowed down since this event was queued: it ends later.
-            self.queue.at(flow.due_s, self._complete, (flow, flow.version))
+    def fail_links(self, links: tuple[Link, ...], now: float) -> None:
+        """The links go down for good: every flow over them fails now, and later ones too."""
+        broken: dict[int, Flow] = {}
+        for link in links:
+            self._links_down += not link.down
+            link.down = True
+            broken.update(link.flows)
+        # By flow id, so the callbacks run in the same order in every run.
+        for flow_id in sorted(broken):
+            flow = broken[flow_id]
+            if flow.done:
+                continue
+            flow.failed = True
+            flow.done = True
+            del self.active[flow_id]
+            self._unbind(flow)
+            self._detach(flow, now)
+            flow.on_done(flow, now)
+
+    # -- completions -------------------------------------------------------------------
+
+    def _end_now(self, now: float, flow: Flow) -> None:
+        """An empty flow, or one over a failed link: it ends at once, moving nothing."""
+        if flow.done:
             return
         flow.done = True
-        flow.remaining_bytes = 0.0
         del self.active[flow.flow_id]
-        self.bytes_done += flow.size_bytes
-        for link in flow.links:
-            if flow.size_bytes <= 0:
-                break
-            del link.flows[flow.flow_id]
-            if flow.bottleneck is link:
-                link.bound_count -= 1
-            if link.flows:
-                link.share_bps = link.capacity_bps / len(link.flows)
-            else:
-                link.share_bps = link.capacity_bps
-                link.max_rate_bps = 0.0
-                link.bound_count = 0
-                link.rated_share_bps = link.capacity_bps
-                del self._busy_links[link.name]
-        flow.bottleneck = None
-        if flow.size_bytes > 0:
-            if self.sharing == "exact":
-                self._refill(now)
-            else:
-                for link in flow.links:
-                    # The share rose: flows held back by this link may speed up.
-                    if link.bound_count > 0 and link.share_bps > link.rated_share_bps * (
-                        1.0 + self.rise_tolerance
-                    ):
-                        self._rescan(link, now, fell=False)
         flow.on_done(flow, now)
 
-    def _rescan(self, link: Link, now: float, fell: bool) -> None:
-        """Re-rate the flows of ``link`` whose minimum may have moved with its share."""
-        highest = 0.0
-        share = link.share_bps
-        for flow in link.flows.values():
-            if (flow.rate_bps > share) if fell else (flow.bottleneck is link):
-                self._set_rate(flow, now)
-            if flow.rate_bps > highest:
-                highest = flow.rate_bps
-        link.max_rate_bps = highest
-        link.rated_share_bps = share
+    def _link_due(self, now: float, arg: tuple[Link, int]) -> None:
+        link, version = arg
+        if version != link.version:
+            return  # superseded: the link queued an earlier event since
+        link.due_s = INF
+        link.advance(now)
+        heap = link.heap
+        while heap:
+            tag, _, flow = heap[0]
+            if flow.bottleneck is not link or flow.finish_tag != tag or flow.done:
+                heapq.heappop(heap)  # the flow moved away or was cancelled
+                continue
+            if tag - link.served_bytes > FINISH_SLACK_BYTES:
+                break
+            heapq.heappop(heap)
+            self._finish(flow, now)
+            # Finishing changed rates; any further flow due now gets its own event.
+            break
+        self._reschedule(link, now)
 
-    def _set_rate(self, flow: Flow, now: float) -> None:
-        best: Link | None = None
-        rate = float("inf")
-        for link in flow.links:
-            if link.share_bps < rate:
-                rate, best = link.share_bps, link
-        if flow.bottleneck is not best:
-            if flow.bottleneck is not None:
-                flow.bottleneck.bound_count -= 1
-            if best is not None:
-                best.bound_count += 1
-            flow.bottleneck = best
-        self._apply_rate(flow, rate, now)
+    def _finish(self, flow: Flow, now: float) -> None:
+        flow.done = True
+        del self.active[flow.flow_id]
+        self.bytes_done += flow.size_bytes
+        self._unbind(flow)
+        self._detach(flow, now)
+        flow.on_done(flow, now)
 
-    def _apply_rate(self, flow: Flow, rate: float, now: float) -> None:
-        for link in flow.links:
-            if rate > link.max_rate_bps:
-                link.max_rate_bps = rate
-        if rate == flow.rate_bps:
+    def _unbind(self, flow: Flow) -> None:
+        bottleneck = flow.bottleneck
+        assert bottleneck is not None
+        del bottleneck.bound[flow.flow_id]
+        flow.bottleneck = None
+        if not bottleneck.bound:
+            bottleneck.heap.clear()
+
+    def _detach(self, flow: Flow, now: float) -> None:
+        """Take a finished or cancelled flow off its links; shares rise."""
+        flow_id = flow.flow_id
+        if self._exact:
+            for link in flow.links:
+                del link.flows[flow_id]
+                if not link.flows:
+                    del self._busy[id(link)]
+            self._queue_refill(now)
             return
-        if flow.rate_bps > 0:
-            flow.remaining_bytes -= flow.rate_bps * (now - flow.updated_at_s)
-            if flow.remaining_bytes < 0:
-                flow.remaining_bytes = 0.0
-        flow.updated_at_s = now
-        flow.rate_bps = rate
-        due_s = now + flow.remaining_bytes / rate
-        if due_s < flow.due_s:
-            # Earlier than the queued event: queue another and let the old one lapse.
-            # Later: the queued event finds the flow not yet done and queues this time.
-            flow.version += 1
-            self.queue.at(due_s, self._complete, (flow, flow.version))
-        flow.due_s = due_s
+        rose: list[Link] = []
+        for link in flow.links:
+            flows = link.flows
+            del flows[flow_id]
+            if not flows:
+                link.advance(now)
+                link.rate_bps = link.capacity_bps
+                link.others_max_bps = 0.0
+                continue
+            share = link.capacity_bps / len(flows)
+            if share > link.rate_bps * self._rise:
+                link.advance(now)
+                link.rate_bps = share
+                rose.append(link)
+        for link in rose:
+            self._rise_scan(link, now)
+            self._reschedule(link, now)
 
-    def _refill(self, now: float) -> None:
-        """Max-min fair rates for every active flow, by progressive filling."""
-        capacity = {name: link.capacity_bps for name, link in self._busy_links.items()}
-        unfrozen = {name: len(link.flows) for name, link in self._busy_links.items()}
-        rates: dict[int, float] = {}
-        while unfrozen:
-            name = min(unfrozen, key=lambda n: capacity[n] / unfrozen[n])
-            share = max(0.0, capacity[name] / unfrozen[name])
-            for flow in self._busy_links[name].flows.values():
-                if flow.flow_id in rates:
+    # -- the fast rule -----------------------------------------------------------------
+
+    def _bind(self, flow: Flow, link: Link, remaining: float, now: float) -> None:
+        link.advance(now)
+        tag = link.served_bytes + remaining
+        flow.bottleneck = link
+        flow.finish_tag = tag
+        link.bound[flow.flow_id] = flow
+        heapq.heappush(link.heap, (tag, flow.flow_id, flow))
+        due = now + remaining / link.rate_bps
+        if due < link.due_s:
+            self._queue_due(link, due)
+
+    def _move(self, flow: Flow, target: Link, now: float) -> None:
+        """Re-bind a flow to ``target``, carrying its remaining bytes over."""
+        source = flow.bottleneck
+        assert source is not None
+        source.advance(now)
+        remaining = flow.finish_tag - source.served_bytes
+        del source.bound[flow.flow_id]
+        # Its heap entry at the source is now stale; the source's next event may come
+        # later than queued, which that event finds out itself.
+        self._bind(flow, target, max(0.0, remaining), now)
+        rate = target.rate_bps
+        for link in flow.links:
+            if link is not target and rate > link.others_max_bps:
+                link.others_max_bps = rate
+
+    def _fall_scan(self, link: Link, now: float) -> None:
+        """Flows bound elsewhere faster than this link's new rate move to it."""
+        rate = link.rate_bps
+        highest = 0.0
+        movers: list[Flow] = []
+        for flow in link.flows.values():
+            bottleneck = flow.bottleneck
+            if bottleneck is link or bottleneck is None:
+                continue
+            other = bottleneck.rate_bps
+            if other > rate:
+                movers.append(flow)
+            elif other > highest:
+                highest = other
+        link.others_max_bps = highest
+        for flow in movers:
+            self._move(flow, _lowest(flow.links), now)
+
+    def _rise_scan(self, link: Link, now: float) -> None:
+        """Flows bound here whose other links are now lower move there."""
+        rate = link.rate_bps
+        movers: list[Flow] = []
+        for flow in link.bound.values():
+            for other in flow.links:
+                if other is link:
                     continue
-                rates[flow.flow_id] = share
-                for link in flow.links:
-                    capacity[link.name] -= share
-                    unfrozen[link.name] -= 1
-                    if unfrozen[link.name] == 0:
-                        del unfrozen[link.name]
+                if other.rate_bps < rate:
+                    movers.append(flow)
+                    break
+                if rate > other.others_max_bps:
+                    other.others_max_bps = rate
+        for flow in movers:
+            self._move(flow, _lowest(flow.links), now)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _reschedule(self, link: Link, now: float) -> None:
+        """Queue the link's next completion if it is earlier than the queued one."""
+        heap = link.heap
+        while heap:
+            tag, _, flow = heap[0]
+            if flow.bottleneck is link and flow.finish_tag == tag and not flow.done:
+                break
+            heapq.heappop(heap)
+        if not heap:
+            link.due_s = INF
+            return
+        link.advance(now)
+        due = now + max(0.0, heap[0][0] - link.served_bytes) / link.rate_bps
+        if due < link.due_s:
+            self._queue_due(link, due)
+        else:
+            # Later than queued: the queued event fires, finds nothing due, comes here.
+            link.due_s = due
+
+    def _queue_due(self, link: Link, due: float) -> None:
+        link.version += 1
+        link.due_s = due
+        self.queue.at(due, self._link_due, (link, link.version))
+
+    # -- the exact reference -----------------------------------------------------------
+
+    def _start_exact(self, flow: Flow, now: float) -> None:
+        lane = Link(f"lane-{flow.flow_id}", 1.0)
+        lane.rate_bps = 0.0  # until the refill gives it its max-min rate
+        lane.served_at_s = now
+        lane.flows[flow.flow_id] = flow
+        flow.bottleneck = lane
+        flow.finish_tag = float(flow.size_bytes)
+        lane.bound[flow.flow_id] = flow
+        lane.heap.append((flow.finish_tag, flow.flow_id, flow))
+        for link in flow.links:
+            self._busy[id(link)] = link
+        self._queue_refill(now)
+
+    def _queue_refill(self, now: float) -> None:
+        # One refill per instant: everything that starts or ends at the same time
+        # (a burst of requests) shares it, and rates hold from this instant on.
+        if not self._refill_queued:
+            self._refill_queued = True
+            self.queue.at(now, self._refill)
+
+    def _refill(self, now: float, _: object = None) -> None:
+        self._refill_queued = False
+        rates = max_min_rates(self._busy.values())
         for flow_id, rate in rates.items():
-            flow = self.active[flow_id]
-            if rate <= 0:
-                # Rounding left a link with nothing; the next event gives it a share.
-                rate = 1e-9
-            self._apply_rate(flow, rate, now)
+            lane = self.active[flow_id].bottleneck
+            assert lane is not None
+            if rate != lane.rate_bps:
+                lane.advance(now)
+                lane.rate_bps = max(rate, 1e-9)  # rounding may leave a link with nothing
+                # A slower lane's queued event would fire early and queue itself again;
+                # forcing a new one keeps the exact mode free of that subtlety.
+                lane.due_s = INF
+                self._reschedule(lane, now)
+
+
+def _lowest(links: tuple[Link, ...]) -> Link:
+    best = links[0]
+    for link in links:
+        if link.rate_bps < best.rate_bps:
+            best = link
+    return best

@@ -16,7 +16,11 @@ import yaml
 
 GBPS = 1e9 / 8  # bytes per second in one gigabit per second
 MiB = 1024 * 1024
-STRATEGIES = ("rule", "random", "direct")
+# Parent selection. Every P2P strategy runs scheduler.core's pipeline with its own
+# evaluator (simulations.evaluators); the oracle's scores come from the simulator's
+# truth, which no real scheduler sees. "direct": every node pulls from the registry.
+# "learned": the learned evaluator with the model at model_path (default: the one shipped).
+STRATEGIES = ("rule", "random", "kraken", "oracle", "direct", "learned")
 # A 1 GiB image in manifest order: base OS, language runtime, dependencies, application,
 # assets, configuration. Sizes in MiB; they sum to 1024.
 DEFAULT_LAYERS_MIB = (28.0, 150.0, 480.0, 300.0, 64.0, 2.0)
@@ -32,6 +36,8 @@ class Scenario:
     nodes: int = 1000
     seed: int = 0
     strategy: str = "rule"
+    # The learned strategy's model file (p2pctl model train); empty: the shipped model.
+    model_path: str = ""
     # Network.
     host_upload_bps: float = 10 * GBPS
     host_download_bps: float = 10 * GBPS
@@ -57,6 +63,21 @@ class Scenario:
     # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
     layer_concurrency: int = 3
     seed_peers: int = 0
+    # Heterogeneous NICs: (Gbps, share) pairs; each node gets one NIC speed, up and down,
+    # in these proportions (shuffled by the seed). Empty: every node has host_*_bps.
+    nic_mix_gbps: tuple[tuple[float, float], ...] = ()
+    # Stragglers: this share of nodes moves bytes at straggler_factor x its NIC speed
+    # while announcing the full speed (a bad cable, a busy disk): the scheduler can only
+    # learn it from piece costs.
+    straggler_fraction: float = 0.0
+    straggler_factor: float = 0.1
+    # Churn: this share of nodes fails once, at arrival + a uniform time in
+    # [churn_from_s, churn_until_s]: its peers vanish with their pieces, transfers from
+    # and to it break, and the scheduler is told the host expired. A node that fails
+    # before it has the image never gets it; completion figures cover the others.
+    churn_fraction: float = 0.0
+    churn_from_s: float = 0.5
+    churn_until_s: float = 3.0
     # Workload.
     layers_mib: tuple[float, ...] = field(default=DEFAULT_LAYERS_MIB)
     # Nodes arrive uniformly at random in [0, arrival_spread_s]; 0: all at once.
@@ -88,6 +109,7 @@ class Scenario:
             "registry_egress_bps",
             "announce_interval_s",
             "max_sim_time_s",
+            "straggler_factor",
         ):
             if not getattr(self, name) > 0:
                 raise ScenarioError(f"{name} must be > 0")
@@ -97,9 +119,17 @@ class Scenario:
             "arrival_spread_s",
             "seed_peers",
             "rise_tolerance",
+            "churn_from_s",
         ):
             if not getattr(self, name) >= 0:
                 raise ScenarioError(f"{name} must be >= 0")
+        for name in ("straggler_fraction", "churn_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ScenarioError(f"{name} must be in [0, 1]")
+        if not self.churn_until_s >= self.churn_from_s:
+            raise ScenarioError("churn_until_s must be >= churn_from_s")
+        if any(not (gbps > 0 and share > 0) for gbps, share in self.nic_mix_gbps):
+            raise ScenarioError("nic_mix_gbps: every speed and share must be > 0")
         if not self.layers_mib or any(not size > 0 for size in self.layers_mib):
             raise ScenarioError("layers_mib must list at least one positive size")
 
@@ -110,6 +140,11 @@ class Scenario:
     @property
     def image_bytes(self) -> int:
         return sum(self.layer_bytes)
+
+    def nic_speeds_bps(self) -> tuple[tuple[float, float], ...]:
+        """(bytes/s, share) pairs of the NIC mix, shares summing to 1; empty if none."""
+        total = sum(share for _, share in self.nic_mix_gbps)
+        return tuple((gbps * GBPS, share / total) for gbps, share in self.nic_mix_gbps)
 
     def replace(self, **changes: Any) -> Scenario:
         """A copy with ``changes`` applied; unknown keys are an error."""
@@ -133,9 +168,24 @@ def _coerce(name: str, kind: object, value: Any) -> Any:
             return value
         if kind == "tuple[float, ...]" and isinstance(value, list | tuple):
             return tuple(float(v) for v in value)
+        if kind == "tuple[tuple[float, float], ...]":
+            return _pairs(value)
     except (TypeError, ValueError):
         pass
     raise ScenarioError(f"{name}: {value!r} is not a {kind}")
+
+
+def _pairs(value: Any) -> tuple[tuple[float, float], ...]:
+    """``{10: 0.6, 25: 0.4}`` (YAML), ``[[10, 0.6], ...]`` or ``"10:0.6,25:0.4"`` (CLI)."""
+    if isinstance(value, str):
+        value = [item.split(":") for item in value.split(",") if item.strip()]
+    elif isinstance(value, dict):
+        value = list(value.items())
+    pairs = []
+    for item in value:
+        key, share = item  # a wrong shape raises ValueError or TypeError
+        pairs.append((float(key), float(share)))
+    return tuple(pairs)
 
 
 def load_scenario(path: str | Path) -> Scenario:

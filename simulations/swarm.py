@@ -44,19 +44,17 @@ from peer.seed_offer import SPREAD_REFRESH_S, SeedOffer
 from scheduler.core import (
     BackToSource,
     Decision,
-    Evaluator,
     HostAnnounced,
     Parents,
     PeerRegistered,
     PieceReport,
     PiecesReported,
     RetryLater,
-    RuleEvaluator,
-    SchedulerSettings,
     SchedulerState,
 )
+from simulations.churn import Churn
 from simulations.clock import EventQueue
-from simulations.evaluators import RandomEvaluator
+from simulations.evaluators import scheduler_for
 from simulations.network import Flow, Network
 from simulations.scenario import Scenario
 from simulations.topology import Cluster, SimHost
@@ -143,12 +141,6 @@ class Counters:
     back_to_source_peers: int = 0
 
 
-def make_evaluator(scenario: Scenario, rng: random.Random) -> Evaluator:
-    if scenario.strategy == "random":
-        return RandomEvaluator(rng)
-    return RuleEvaluator()
-
-
 class Swarm:
     """One run: the cluster, the scheduler core, the nodes; ``run()`` plays it out."""
 
@@ -165,11 +157,9 @@ class Swarm:
         self._picker_rng = random.Random(root.getrandbits(64))
         evaluator_rng = random.Random(root.getrandbits(64))
         self._announce_rng = random.Random(root.getrandbits(64))
-        self.state: SchedulerState | None = None
-        if scenario.strategy != "direct":
-            self.state = SchedulerState(
-                SchedulerSettings(), make_evaluator(scenario, evaluator_rng)
-            )
+        self.state: SchedulerState | None = scheduler_for(
+            scenario, evaluator_rng, self.cluster, self.network
+        )
         self.counters = Counters()
         self.nodes: list[SimNode] = []
         self.seeds: list[SimNode] = []
@@ -185,6 +175,7 @@ class Swarm:
                 self.nodes.append(SimNode(host, arrival))
         self.peers: dict[str, SimPeer] = {}
         self.nodes_done = 0
+        self.churn = Churn(self)
         self._uploads: dict[str, _UploadSlots] = {}
         # What each seed peer offers, as peer.piece_server does on a seed.
         self._offers: dict[str, SeedOffer] = {}
@@ -196,11 +187,12 @@ class Swarm:
     def run(self) -> None:
         for node in self.seeds + self.nodes:
             self.queue.at(node.arrival_s, self._arrive, node)
+        self.churn.schedule()
         self.queue.run(until_s=self.scenario.max_sim_time_s)
 
     @property
     def complete(self) -> bool:
-        return self.nodes_done == len(self.nodes)
+        return self.nodes_done + self.churn.lost == len(self.nodes)
 
     def _arrive(self, now: float, node: SimNode) -> None:
         if self.state is not None:
@@ -210,7 +202,7 @@ class Swarm:
             self._start_layer(now, node)
 
     def _announce(self, now: float, host: SimHost) -> None:
-        if self.state is None or self.queue.stopped:
+        if self.state is None or self.queue.stopped or host.failed:
             return
         flows = host.up.flows
         self.state.announce_host(
@@ -218,8 +210,8 @@ class Swarm:
                 host_id=host.host_id,
                 address=f"10.{host.index // 65536}.{host.index // 256 % 256}.{host.index % 256}",
                 piece_port=PIECE_PORT,
-                upload_capacity_bps=host.upload_bps,
-                download_capacity_bps=host.download_bps,
+                upload_capacity_bps=host.announced_upload_bps,
+                download_capacity_bps=host.announced_download_bps,
                 upload_slots=self.scenario.upload_slots,
                 is_seed=host.is_seed,
                 idc="dc-1",
@@ -249,6 +241,8 @@ class Swarm:
     # -- following decisions -------------------------------------------------------
 
     def _register(self, now: float, peer: SimPeer) -> None:
+        if peer.node.host.failed:
+            return
         assert self.state is not None
         layer = peer.layer
         self.state.register_peer(
@@ -396,9 +390,9 @@ class Swarm:
         parent_host = self.peers[parent_id].node.host
         links = self.cluster.peer_path(parent_host, peer.node.host)
         size = peer.layer.piece_sizes[index]
-        uploads = self._uploads.setdefault(
-            parent_host.host_id, _UploadSlots(self.scenario.upload_slots)
-        )
+        uploads = self._uploads.get(parent_host.host_id)
+        if uploads is None:
+            uploads = self._uploads[parent_host.host_id] = _UploadSlots(self.scenario.upload_slots)
         offer = self._offers.get(parent_id) if parent_host.is_seed else None
 
         def arrive(t: float, _: object) -> None:
@@ -450,6 +444,9 @@ class Swarm:
     def _piece_done(
         self, now: float, peer: SimPeer, index: int, flow: Flow, requested_at_s: float
     ) -> None:
+        if flow.failed:
+            self.churn.piece_lost(now, peer, index)
+            return
         parent_id = peer.in_flight.pop(index)
         host = peer.node.host
         size = flow.size_bytes
@@ -491,5 +488,5 @@ class Swarm:
         elif node.layers_done == len(self.layers) and not node.host.is_seed:
             node.done_at_s = now
             self.nodes_done += 1
-            if self.nodes_done == len(self.nodes):
+            if self.complete:
                 self.queue.stop()

@@ -8,12 +8,18 @@ Paths (the links one piece transfer crosses):
 - registry to peer: registry egress, receiver rack down, receiver NIC down.
 
 A rack's uplink carries ``hosts_per_rack x NIC / oversubscription`` each way, whatever
-number of hosts it actually holds: the switch's uplinks are cabled for a full rack.
+number of hosts it actually holds: the switch's uplinks are cabled for a full rack. With
+a NIC mix, NIC is the mix's mean speed.
+
+Each node's NIC speed comes from the scenario's NIC mix (in its proportions, shuffled)
+and stragglers move bytes at a fraction of it; both draw from their own seeded streams,
+so every strategy run with the same seed sees the same cluster (common random numbers).
 """
 
 from __future__ import annotations
 
 import collections
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,8 +39,14 @@ class SimHost:
     rack_up: Link
     rack_down: Link
     is_seed: bool
+    # What the links really carry; the scheduler is told the announced figures.
     upload_bps: float
     download_bps: float
+    announced_upload_bps: float
+    announced_download_bps: float
+    is_straggler: bool = False
+    # Set by churn (simulations.churn) when the host fails; it never comes back.
+    failed: bool = False
 
 
 class Registry:
@@ -70,10 +82,12 @@ class Cluster:
     def __init__(self, scenario: Scenario, network: Network) -> None:
         self.scenario = scenario
         self.network = network
-        rack_up_bps = scenario.hosts_per_rack * scenario.host_upload_bps / scenario.oversubscription
-        rack_down_bps = (
-            scenario.hosts_per_rack * scenario.host_download_bps / scenario.oversubscription
-        )
+        nics = _node_nics(scenario)
+        stragglers = _stragglers(scenario)
+        mean_up = sum(up for up, _ in nics) / len(nics) if nics else scenario.host_upload_bps
+        mean_down = sum(d for _, d in nics) / len(nics) if nics else scenario.host_download_bps
+        rack_up_bps = scenario.hosts_per_rack * mean_up / scenario.oversubscription
+        rack_down_bps = scenario.hosts_per_rack * mean_down / scenario.oversubscription
         self._racks: dict[str, tuple[Link, Link]] = {}
 
         def rack_links(rack: str) -> tuple[Link, Link]:
@@ -87,24 +101,33 @@ class Cluster:
         self.hosts: list[SimHost] = []
         for index in range(scenario.seed_peers + scenario.nodes):
             is_seed = index < scenario.seed_peers
+            nic_up, nic_down = scenario.host_upload_bps, scenario.host_download_bps
+            factor = 1.0
             if is_seed:
                 host_id, rack = f"seed-{index:03d}", SEED_RACK
             else:
                 node = index - scenario.seed_peers
                 host_id, rack = f"node-{node:05d}", f"rack-{node // scenario.hosts_per_rack:04d}"
+                if nics:
+                    nic_up, nic_down = nics[node]
+                if node in stragglers:
+                    factor = scenario.straggler_factor
             up, down = rack_links(rack)
             self.hosts.append(
                 SimHost(
                     host_id=host_id,
                     index=index,
                     rack=rack,
-                    up=network.link(f"{host_id}/up", scenario.host_upload_bps),
-                    down=network.link(f"{host_id}/down", scenario.host_download_bps),
+                    up=network.link(f"{host_id}/up", nic_up * factor),
+                    down=network.link(f"{host_id}/down", nic_down * factor),
                     rack_up=up,
                     rack_down=down,
                     is_seed=is_seed,
-                    upload_bps=scenario.host_upload_bps,
-                    download_bps=scenario.host_download_bps,
+                    upload_bps=nic_up * factor,
+                    download_bps=nic_down * factor,
+                    announced_upload_bps=nic_up,
+                    announced_download_bps=nic_down,
+                    is_straggler=factor != 1.0,
                 )
             )
         self.registry = Registry(
@@ -124,3 +147,30 @@ class Cluster:
 
     def registry_path(self, dst: SimHost) -> tuple[Link, ...]:
         return (self.registry.egress, dst.rack_down, dst.down)
+
+
+def _node_nics(scenario: Scenario) -> list[tuple[float, float]]:
+    """(up, down) bytes/s per node from the NIC mix: exact proportions, shuffled."""
+    speeds = scenario.nic_speeds_bps()
+    if not speeds:
+        return []
+    nodes = scenario.nodes
+    counts = [int(share * nodes) for _, share in speeds]
+    # Largest remainders get the nodes that rounding down left over, so a mix of
+    # 1/3 each over 10 nodes gives 4, 3, 3 and never drops a node.
+    by_remainder = sorted(
+        range(len(speeds)), key=lambda i: (-(speeds[i][1] * nodes - counts[i]), i)
+    )
+    for i in by_remainder[: nodes - sum(counts)]:
+        counts[i] += 1
+    nics = [
+        (bps, bps) for (bps, _), count in zip(speeds, counts, strict=True) for _ in range(count)
+    ]
+    random.Random(f"{scenario.seed}/nics").shuffle(nics)
+    return nics
+
+
+def _stragglers(scenario: Scenario) -> set[int]:
+    """Indices of the nodes that are stragglers."""
+    count = round(scenario.straggler_fraction * scenario.nodes)
+    return set(random.Random(f"{scenario.seed}/stragglers").sample(range(scenario.nodes), count))
