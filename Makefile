@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEB_PACKAGES := docker-registry containerd redis-server skopeo prometheus chromium
 DEB_COMMANDS := docker-registry containerd redis-server skopeo promtool chromium
 
-.PHONY: all venv deps lint test test-fast demo bench model clean
+.PHONY: all venv deps lint test test-fast demo bench bench-cluster model clean
 
 all: test
 
@@ -55,6 +55,11 @@ bench: deps venv
 	$(BIN)/python -m bench.mirror_bench
 	$(BIN)/python -m bench.swarm_bench
 	$(BIN)/python -m bench.sched_bench
+
+# As root (network namespaces, tc): real processes on an emulated network, three scenarios,
+# against p2psim; about 15 minutes; results in bench/results/cluster-*.json and *.png.
+bench-cluster: deps venv
+	$(BIN)/python -m bench.cluster_bench
 
 # The learned evaluator's shipped model: simulated training scenarios
 # (simulations/scenarios/training/) write transfer records to build/records, then the

@@ -348,7 +348,7 @@ def build_report(
         "benchmark": "swarm",
         "machine": {
             **machine_facts(),
-            "iproute2": _first_line(["ip", "-V"]),
+            "iproute2": first_line(["ip", "-V"]),
         },
         "parameters": {
             "peers": args.peers,
@@ -409,7 +409,7 @@ def build_report(
     }
 
 
-def _first_line(argv: list[str]) -> str:
+def first_line(argv: list[str]) -> str:
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):

@@ -12,6 +12,14 @@ So a byte from peer A to peer B is limited by A's upload and B's download, as on
 network whose core is faster than the hosts' links. The registry's upload is its egress
 limit; the scheduler is not shaped. This kernel has no ``netem``: no latency is added.
 
+Racks (:class:`Rack`, used by the cluster benchmark) are bridges of their own in the same
+bridge namespace, each joined to the core bridge by a veth pair whose two ends are shaped:
+the rack-side end's ``tbf`` is the rack's uplink (rack to core), the core-side end's its
+downlink (core to rack). Nodes of a rack hang off its bridge, everyone else off the core
+bridge; one /24 spans them all (the bridges form one layer-2 tree), so traffic between two
+nodes of one rack never leaves the rack and traffic between racks crosses both uplinks, as
+in ``simulations.topology``.
+
 When namespaces or ``tc`` do not work here, :class:`LoopbackNetwork` puts every node on
 127.0.0.1 and nothing in the kernel shapes anything; the benchmark then caps uploads in
 the peers themselves and says so loudly.
@@ -59,6 +67,31 @@ class Shaping:
     down_bps: float | None = None
 
 
+@dataclass(frozen=True)
+class NodeSpec:
+    """A node to create: its name, link limits and the rack label its peer announces.
+
+    A node sits behind a rack's bridge and uplink when the network has a :class:`Rack`
+    of that name; otherwise the label is only what the scheduler is told.
+    """
+
+    name: str
+    shaping: Shaping
+    rack: str = ""
+
+
+@dataclass(frozen=True)
+class Rack:
+    """A rack: a bridge of its own whose uplink to the core bridge is shaped both ways.
+
+    ``uplink.up_bps`` limits what the rack sends to the core (and on to other racks),
+    ``uplink.down_bps`` what it receives from there.
+    """
+
+    name: str
+    uplink: Shaping
+
+
 @dataclass
 class Node:
     """One machine of the benchmark: where it lives and how its traffic is limited."""
@@ -68,6 +101,7 @@ class Node:
     shaping: Shaping
     netns: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    rack: str = ""  # the rack label (see NodeSpec)
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` as run on this node (inside its namespace, when it has one)."""
@@ -120,6 +154,16 @@ def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
     if check and result.returncode != 0:
         raise NetworkError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
     return result
+
+
+def _port_name(node: str) -> str:
+    """The node's port on its bridge (interface names are at most 15 characters)."""
+    return f"v-{node}"[:15]
+
+
+def _rack_devices(index: int) -> tuple[str, str, str]:
+    """A rack's bridge, the rack-side end of its uplink and the core-side end."""
+    return f"{PREFIX[:-1]}rk{index}", f"rku{index}", f"rkd{index}"
 
 
 def netns_unavailable_reason() -> str | None:
@@ -176,6 +220,7 @@ class NamespaceNetwork:
 
     def __init__(self) -> None:
         self.nodes: list[Node] = []
+        self.racks: list[Rack] = []
         self.commands: list[str] = []  # every command run, for the report
         self._created: list[str] = []
 
@@ -183,23 +228,28 @@ class NamespaceNetwork:
         self.commands.append(" ".join(argv))
         _run(argv)
 
-    def setup(self, specs: Sequence[tuple[str, Shaping]]) -> list[Node]:
-        """Create the bridge and one shaped namespace per (name, shaping)."""
+    def setup(self, specs: Sequence[NodeSpec], racks: Sequence[Rack] = ()) -> list[Node]:
+        """Create the bridges (core, one per rack) and one shaped namespace per node."""
         if len(specs) > 250:
             raise NetworkError("at most 250 nodes fit in the /24")
         self._add_namespace(BRIDGE_NS)
         self._do(["ip", "-n", BRIDGE_NS, "link", "add", BRIDGE, "type", "bridge"])
         self._do(["ip", "-n", BRIDGE_NS, "link", "set", BRIDGE, "up"])
-        for index, (name, shaping) in enumerate(specs):
+        bridges = {}
+        for index, rack in enumerate(racks):
+            bridges[rack.name] = self._add_rack(index, rack)
+        for index, spec in enumerate(specs):
+            name, shaping = spec.name, spec.shaping
             netns = f"{PREFIX}{name}"
-            port = f"v-{name}"[:15]  # interface names are at most 15 characters
+            port = _port_name(name)
             address = f"{SUBNET}.{index + 2}"
             self._add_namespace(netns)
             self._do(
                 ["ip", "-n", BRIDGE_NS, "link", "add", port, "type", "veth"]
                 + ["peer", "name", "eth0", "netns", netns]
             )
-            self._do(["ip", "-n", BRIDGE_NS, "link", "set", port, "master", BRIDGE, "up"])
+            bridge = bridges.get(spec.rack, BRIDGE)
+            self._do(["ip", "-n", BRIDGE_NS, "link", "set", port, "master", bridge, "up"])
             self._do(["ip", "-n", netns, "addr", "add", f"{address}/{PREFIX_LEN}", "dev", "eth0"])
             self._do(["ip", "-n", netns, "link", "set", "eth0", "up"])
             self._do(["ip", "-n", netns, "link", "set", "lo", "up"])
@@ -209,8 +259,25 @@ class NamespaceNetwork:
                 self._shape(BRIDGE_NS, port, shaping.down_bps)
             ports = {"registry": 0, "scheduler": 0, "mirror": 0, "piece": 0}
             ports.update(NAMESPACE_PORTS)
-            self.nodes.append(Node(name, address, shaping, netns, ports))
+            self.nodes.append(Node(name, address, shaping, netns, ports, spec.rack))
         return self.nodes
+
+    def _add_rack(self, index: int, rack: Rack) -> str:
+        """A rack's bridge and its shaped uplink to the core bridge; returns the bridge."""
+        bridge, up, down = _rack_devices(index)
+        self._do(["ip", "-n", BRIDGE_NS, "link", "add", bridge, "type", "bridge"])
+        self._do(["ip", "-n", BRIDGE_NS, "link", "set", bridge, "up"])
+        self._do(["ip", "-n", BRIDGE_NS, "link", "add", up, "type", "veth", "peer", "name", down])
+        # A bridge sends out of a port what goes towards that port's far end: the rack-side
+        # end carries the rack's uploads to the core, the core-side end its downloads.
+        self._do(["ip", "-n", BRIDGE_NS, "link", "set", up, "master", bridge, "up"])
+        self._do(["ip", "-n", BRIDGE_NS, "link", "set", down, "master", BRIDGE, "up"])
+        if rack.uplink.up_bps:
+            self._shape(BRIDGE_NS, up, rack.uplink.up_bps)
+        if rack.uplink.down_bps:
+            self._shape(BRIDGE_NS, down, rack.uplink.down_bps)
+        self.racks.append(rack)
+        return bridge
 
     def _add_namespace(self, name: str) -> None:
         self._do(["ip", "netns", "add", name])
@@ -234,7 +301,7 @@ class NamespaceNetwork:
 
         One command reads every port, so this is cheap enough to sample every second.
         """
-        ports = {f"v-{node.name}"[:15]: node.name for node in self.nodes}
+        ports = {_port_name(node.name): node.name for node in self.nodes}
         result = _run(["ip", "-n", BRIDGE_NS, "-s", "-j", "link", "show"], check=False)
         try:
             links = json.loads(result.stdout or "[]")
@@ -249,29 +316,50 @@ class NamespaceNetwork:
                 found[name] = (int(stats["rx"]["bytes"]), int(stats["tx"]["bytes"]))
         return found
 
+    def uplink_bytes(self) -> dict[str, tuple[int, int]]:
+        """Per rack: (bytes sent up to the core, bytes received from it) so far."""
+        result = _run(["ip", "-n", BRIDGE_NS, "-s", "-j", "link", "show"], check=False)
+        try:
+            links = {link.get("ifname"): link for link in json.loads(result.stdout or "[]")}
+        except json.JSONDecodeError:
+            return {}
+        found = {}
+        for index, rack in enumerate(self.racks):
+            _, _, down = _rack_devices(index)
+            stats = links.get(down, {}).get("stats64")
+            if stats is not None:
+                # The core-side end receives what the rack sends and sends what it gets.
+                found[rack.name] = (int(stats["rx"]["bytes"]), int(stats["tx"]["bytes"]))
+        return found
+
     def qdisc_stats(self) -> dict[str, dict[str, int]]:
         """Per shaper: bytes sent, packets dropped and times over the limit."""
         stats: dict[str, dict[str, int]] = {}
+        places = []
         for node in self.nodes:
             assert node.netns is not None
-            places = [(f"{node.name} up", node.netns, "eth0")]
-            places.append((f"{node.name} down", BRIDGE_NS, f"v-{node.name}"[:15]))
-            for label, netns, dev in places:
-                result = _run(
-                    ["ip", "netns", "exec", netns, "tc", "-j", "-s", "qdisc", "show", "dev", dev],
-                    check=False,
-                )
-                try:
-                    qdiscs = json.loads(result.stdout or "[]")
-                except json.JSONDecodeError:
-                    continue
-                for qdisc in qdiscs:
-                    if qdisc.get("kind") == "tbf":
-                        stats[label] = {
-                            "bytes": int(qdisc.get("bytes", 0)),
-                            "drops": int(qdisc.get("drops", 0)),
-                            "overlimits": int(qdisc.get("overlimits", 0)),
-                        }
+            places.append((f"{node.name} up", node.netns, "eth0"))
+            places.append((f"{node.name} down", BRIDGE_NS, _port_name(node.name)))
+        for index, rack in enumerate(self.racks):
+            _, up, down = _rack_devices(index)
+            places.append((f"{rack.name} uplink up", BRIDGE_NS, up))
+            places.append((f"{rack.name} uplink down", BRIDGE_NS, down))
+        for label, netns, dev in places:
+            result = _run(
+                ["ip", "netns", "exec", netns, "tc", "-j", "-s", "qdisc", "show", "dev", dev],
+                check=False,
+            )
+            try:
+                qdiscs = json.loads(result.stdout or "[]")
+            except json.JSONDecodeError:
+                continue
+            for qdisc in qdiscs:
+                if qdisc.get("kind") == "tbf":
+                    stats[label] = {
+                        "bytes": int(qdisc.get("bytes", 0)),
+                        "drops": int(qdisc.get("drops", 0)),
+                        "overlimits": int(qdisc.get("overlimits", 0)),
+                    }
         return stats
 
     def teardown(self) -> list[str]:
@@ -288,18 +376,24 @@ class LoopbackNetwork:
 
     def __init__(self) -> None:
         self.nodes: list[Node] = []
+        self.racks: list[Rack] = []
         self.commands: list[str] = []
 
-    def setup(self, specs: Sequence[tuple[str, Shaping]]) -> list[Node]:
-        for name, shaping in specs:
+    def setup(self, specs: Sequence[NodeSpec], racks: Sequence[Rack] = ()) -> list[Node]:
+        if racks:
+            raise NetworkError("racks need network namespaces: loopback cannot shape uplinks")
+        for spec in specs:
             ports = {key: free_port() for key in NAMESPACE_PORTS}
-            self.nodes.append(Node(name, "127.0.0.1", shaping, None, ports))
+            self.nodes.append(Node(spec.name, "127.0.0.1", spec.shaping, None, ports, spec.rack))
         return self.nodes
 
     def tx_bytes(self, node: Node) -> int | None:
         return None
 
     def link_bytes(self) -> dict[str, tuple[int, int]]:
+        return {}
+
+    def uplink_bytes(self) -> dict[str, tuple[int, int]]:
         return {}
 
     def qdisc_stats(self) -> dict[str, dict[str, int]]:

@@ -188,11 +188,12 @@ def start_pull_client(
     timeout_s: float,
     log_path: Path,
     retry: bool = False,
+    concurrency: int = CLIENT_CONCURRENCY,
 ) -> PullClient:
     """A client pulling from ``base``, then ``fallback`` (or ``base`` again if ``retry``)."""
     argv = [sys.executable, "-m", "bench.swarm_client", "pull", "--base", base]
     argv += ["--repo", REPO, "--tag", TAG, "--blobs", blobs, "--timeout", str(timeout_s)]
-    argv += ["--concurrency", str(CLIENT_CONCURRENCY)]
+    argv += ["--concurrency", str(concurrency)]
     if ns:
         argv += ["--ns", ns]
     if fallback:

@@ -23,8 +23,18 @@ from typing import Any
 import yaml
 
 from bench.report import REPO_ROOT, round_
-from bench.swarm_net import LoopbackNetwork, NamespaceNetwork, Network, NetworkError, Node, Shaping
+from bench.swarm_net import (
+    LoopbackNetwork,
+    NamespaceNetwork,
+    Network,
+    NetworkError,
+    Node,
+    NodeSpec,
+    Rack,
+    Shaping,
+)
 from bench.swarm_nodes import (
+    CLIENT_CONCURRENCY,
     REPO,
     TAG,
     TOKEN,
@@ -53,6 +63,9 @@ START_TIMEOUT_S = 60.0
 IDLE_TIMEOUT_S = 120.0
 # How long each shaping check moves data for.
 CHECK_SECONDS = 1.5
+# Topology labels of racked peers: one data centre; location "a|b|c", most general first.
+IDC = "dc-1"
+LOCATION_PREFIX = "region-1|dc-1"
 ACCESS_LOG = re.compile(
     r'"GET /v2/\S+/blobs/(?P<digest>sha256:[0-9a-f]{64})\S* HTTP/[0-9.]+" '
     r"(?P<status>\d{3}) (?P<bytes>\d+)"
@@ -71,23 +84,49 @@ class SwarmRun:
         self.nodes: dict[str, Node] = {}
         self.registry: Daemon | None = None
         self.image: Image | None = None
+        self.racks: dict[str, Rack] = {}
         self.warnings: list[str] = []
 
     # Set-up -------------------------------------------------------------------------
 
-    def build_network(self) -> None:
+    def layout(self) -> tuple[list[NodeSpec], list[Rack]]:
+        """The nodes (registry, scheduler, seed, peers) and racks: here one flat network."""
         a = self.args
         specs = [
-            ("registry", Shaping(up_bps=a.registry_egress_mbps * MBIT)),
-            ("scheduler", Shaping()),
-            ("seed", Shaping(a.seed_up_mbps * MBIT, a.seed_down_mbps * MBIT)),
+            NodeSpec("registry", Shaping(up_bps=a.registry_egress_mbps * MBIT)),
+            NodeSpec("scheduler", Shaping()),
+            NodeSpec("seed", Shaping(a.seed_up_mbps * MBIT, a.seed_down_mbps * MBIT)),
         ]
         specs += [
-            (f"peer{i:02d}", Shaping(a.peer_up_mbps * MBIT, a.peer_down_mbps * MBIT))
+            NodeSpec(f"peer{i:02d}", Shaping(a.peer_up_mbps * MBIT, a.peer_down_mbps * MBIT))
             for i in range(a.peers)
         ]
-        for node in self.network.setup(specs):
+        return specs, []
+
+    def build_network(self) -> None:
+        specs, racks = self.layout()
+        for node in self.network.setup(specs, racks):
             self.nodes[node.name] = node
+        self.racks = {rack.name: rack for rack in racks}
+
+    def path_limit_bps(self, source: Node, sink: Node) -> float:
+        """The slowest shaper between two nodes: upload, uplinks when racks differ, download."""
+        limits = [source.shaping.up_bps, sink.shaping.down_bps]
+        if source.rack != sink.rack:
+            if rack := self.racks.get(source.rack):
+                limits.append(rack.uplink.up_bps)
+            if rack := self.racks.get(sink.rack):
+                limits.append(rack.uplink.down_bps)
+        return min(limit for limit in limits if limit)
+
+    def shaping_paths(self) -> list[tuple[str, Node, Node]]:
+        """Where :meth:`check_shaping` moves data: registry to a peer, peer to peer."""
+        first = self.nodes["peer00"]
+        second = self.nodes["peer01"] if self.args.peers > 1 else self.nodes["seed"]
+        return [
+            ("registry -> peer00", self.nodes["registry"], first),
+            (f"peer00 -> {second.name}", first, second),
+        ]
 
     @property
     def peers(self) -> list[Node]:
@@ -137,23 +176,9 @@ class SwarmRun:
         """Move zeros over two shaped paths; the rate must match the shapers' limits."""
         if not isinstance(self.network, NamespaceNetwork):
             return []
-        a = self.args
-        paths = [
-            (
-                "registry -> peer00",
-                self.nodes["registry"],
-                self.nodes["peer00"],
-                min(a.registry_egress_mbps, a.peer_down_mbps),
-            ),
-            (
-                "peer00 -> peer01",
-                self.nodes["peer00"],
-                self.nodes["peer01"] if a.peers > 1 else self.nodes["seed"],
-                min(a.peer_up_mbps, a.peer_down_mbps if a.peers > 1 else a.seed_down_mbps),
-            ),
-        ]
         checks = []
-        for label, source, sink, limit_mbps in paths:
+        for label, source, sink in self.shaping_paths():
+            limit_mbps = self.path_limit_bps(source, sink) / MBIT
             size = int(limit_mbps * MBIT / 8 * CHECK_SECONDS)
             endpoint = f"{source.address}:7999"
             base = [sys.executable, "-m", "bench.swarm_client"]
@@ -280,6 +305,9 @@ class SwarmRun:
             in_app_upload=isinstance(self.network, LoopbackNetwork),
             min_piece_bytes=min_piece * MiB if min_piece else None,
         )
+        if node.rack:
+            # Topology labels, as the operator would set them (and p2psim announces them).
+            config.update(rack=node.rack, idc=IDC, location=f"{LOCATION_PREFIX}|{node.rack}")
         config_path = node_dir / "peer.yaml"
         config_path.write_text(yaml.safe_dump(config))
         argv = [sys.executable, "-m", "peer.cli", "--config", str(config_path)]
@@ -303,8 +331,20 @@ class SwarmRun:
         blobs = self.image.blobs_arg()
         retry = self.args.no_fallback and base != self.nodes["registry"].url("registry")
         return start_pull_client(
-            node, base, ns, fallback, blobs, self._timeout_s(), log_path, retry=retry
+            node,
+            base,
+            ns,
+            fallback,
+            blobs,
+            self._timeout_s(),
+            log_path,
+            retry=retry,
+            concurrency=self.client_concurrency(node),
         )
+
+    def client_concurrency(self, node: Node) -> int:
+        """Blobs a node's client pulls at once: containerd's default on every node."""
+        return CLIENT_CONCURRENCY
 
     def _timeout_s(self) -> float:
         a = self.args
@@ -368,20 +408,24 @@ class SwarmRun:
         totals = sampler.link_totals()
         if not totals or not seconds:
             return {}
-        a = self.args
-        peers = [node.name for node in self.peers]
+        peers = self.peers
+        registry, seed = self.nodes["registry"], self.nodes["seed"]
         up = {
-            "registry": (totals["registry"][0], a.registry_egress_mbps),
-            "seed": (totals["seed"][0], a.seed_up_mbps),
-            "peers": (sum(totals[p][0] for p in peers), a.peer_up_mbps * len(peers)),
+            "registry": (totals["registry"][0], registry.shaping.up_bps or 0.0),
+            "seed": (totals["seed"][0], seed.shaping.up_bps or 0.0),
+            "peers": (
+                sum(totals[p.name][0] for p in peers),
+                sum(p.shaping.up_bps or 0.0 for p in peers),
+            ),
         }
         use = {
-            f"{name}_upload_used": round_(sent / (mbps * MBIT / 8 * seconds), 3)
-            for name, (sent, mbps) in up.items()
+            f"{name}_upload_used": round_(sent / (bps / 8 * seconds), 3) if bps else None
+            for name, (sent, bps) in up.items()
         }
-        received = sum(totals[p][1] for p in peers)
-        use["peers_download_used"] = round_(
-            received / (a.peer_down_mbps * MBIT / 8 * len(peers) * seconds), 3
+        received = sum(totals[p.name][1] for p in peers)
+        down_bps = sum(p.shaping.down_bps or 0.0 for p in peers)
+        use["peers_download_used"] = (
+            round_(received / (down_bps / 8 * seconds), 3) if down_bps else None
         )
         return {
             "note": "bytes through each kind of link (Ethernet frames) over its capacity, "
