@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from peer.engine import Engine
 from peer.pieces import PieceLayout
 from peer.scheduler_client import SchedulerClient, SchedulerRejected, SchedulerUnavailable
-from peer.seed_offer import MAX_TRACKED_BLOBS, SPREAD_REFRESH_S, SeedOffer, SeedOffers
+from peer.seed_offer import SeedOffer, SeedOffers
 from registry_proxy.errors import ProtocolError
 from registry_proxy.reference import parse_digest
 
@@ -98,7 +98,6 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
     metrics = engine.metrics
     # Only a seed rations its pieces (peer.seed_offer); a normal peer offers all it has.
     seed_offers = SeedOffers() if engine.config.seed else None
-    spread_asked_at: dict[str, float] = {}
     spread_tasks: set[asyncio.Task[None]] = set()
 
     async def stop_spread_refreshes(app: web.Application) -> None:
@@ -114,10 +113,7 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
         assert seed_offers is not None
         offer = seed_offers.get(digest)
         scheduler = engine.scheduler
-        if scheduler is not None and now - spread_asked_at.get(digest, -1e9) >= SPREAD_REFRESH_S:
-            spread_asked_at[digest] = now
-            if len(spread_asked_at) > MAX_TRACKED_BLOBS:
-                spread_asked_at.pop(next(iter(spread_asked_at)))
+        if scheduler is not None and offer.spread_due(now):
             task = asyncio.create_task(_refresh_spread(scheduler, digest, offer))
             spread_tasks.add(task)
             task.add_done_callback(spread_tasks.discard)

@@ -39,7 +39,14 @@ MAX_TRACKED_BLOBS = 1024
 class SeedOffer:
     """Upload bookkeeping of one blob on a seed peer."""
 
-    __slots__ = ("resend_after_s", "max_resend_after_s", "_sending", "_sent", "_spread")
+    __slots__ = (
+        "resend_after_s",
+        "max_resend_after_s",
+        "_sending",
+        "_sent",
+        "_spread",
+        "_spread_asked_at",
+    )
 
     def __init__(
         self,
@@ -53,6 +60,15 @@ class SeedOffer:
         self._sent: dict[int, tuple[float, int]] = {}
         # Per piece, normal peers holding it, as the scheduler last said; empty: unknown.
         self._spread: list[int] = []
+        self._spread_asked_at: float | None = None
+
+    def spread_due(self, now: float) -> bool:
+        """Whether to ask the scheduler for the spread now (every ``SPREAD_REFRESH_S``);
+        True also records that it is being asked."""
+        if self._spread_asked_at is not None and now - self._spread_asked_at < SPREAD_REFRESH_S:
+            return False
+        self._spread_asked_at = now
+        return True
 
     def set_spread(self, spread: list[int]) -> None:
         """What the scheduler says the swarm holds (``SchedulerState.task_spread``)."""

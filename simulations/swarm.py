@@ -40,7 +40,7 @@ from peer.conductor import (
     TOPUP_S,
 )
 from peer.piece_picker import pick_pieces
-from peer.seed_offer import SPREAD_REFRESH_S, SeedOffer
+from peer.seed_offer import SeedOffer
 from scheduler.core import (
     BackToSource,
     Decision,
@@ -179,8 +179,6 @@ class Swarm:
         self._uploads: dict[str, _UploadSlots] = {}
         # What each seed peer offers, as peer.piece_server does on a seed.
         self._offers: dict[str, SeedOffer] = {}
-        # When each seed peer last heard the task's spread from the scheduler.
-        self._spread_at: dict[str, float] = {}
 
     # -- running ---------------------------------------------------------------------
 
@@ -347,8 +345,7 @@ class Swarm:
                 if parent.node.host.is_seed:
                     seeds.add(parent_id)
                     offer = self._offers.setdefault(parent_id, SeedOffer())
-                    if now - self._spread_at.get(parent_id, -SPREAD_REFRESH_S) >= SPREAD_REFRESH_S:
-                        self._spread_at[parent_id] = now
+                    if offer.spread_due(now):
                         offer.set_spread(self.state.task_spread(layer.task_id))
                     availability[parent_id] = set(offer.offered(missing, now))
                 else:

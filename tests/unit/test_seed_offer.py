@@ -1,4 +1,4 @@
-from peer.seed_offer import SeedOffer, SeedOffers
+from peer.seed_offer import SPREAD_REFRESH_S, SeedOffer, SeedOffers
 
 
 def test_a_piece_being_sent_is_not_offered_to_anyone_else() -> None:
@@ -65,3 +65,10 @@ def test_a_piece_the_swarm_holds_waits_for_the_cap_before_a_resend() -> None:
     assert offer.offered([0, 1], now=8.0) == [0, 1]
     offer.set_spread([])  # the scheduler could not be asked: time alone decides
     assert offer.offered([0, 1], now=1.0) == [0, 1]
+
+
+def test_the_spread_is_asked_for_at_most_every_refresh_period() -> None:
+    offer = SeedOffer()
+    assert offer.spread_due(now=10.0)
+    assert not offer.spread_due(now=10.0 + SPREAD_REFRESH_S / 2)
+    assert offer.spread_due(now=10.0 + SPREAD_REFRESH_S)
