@@ -241,7 +241,7 @@ class ContainerdProcess:
         check: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``ctr --address SOCK -n NAMESPACE ARGS...`` and capture its output."""
-        argv = [CTR_BINARY, "--address", self.address, "-n", namespace, *args]
+        argv = self.ctr_argv(*args, namespace=namespace)
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
         if check and result.returncode != 0:
             raise ProcessFailed(
@@ -249,6 +249,22 @@ class ContainerdProcess:
                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
             )
         return result
+
+    def ctr_argv(self, *args: str, namespace: str = "default") -> list[str]:
+        """The command line ``ctr`` runs; for callers that start it themselves (the demo
+        does, so it can kill a pull that is still running when it stops)."""
+        return [CTR_BINARY, "--address", self.address, "-n", namespace, *args]
+
+    def pull_args(
+        self,
+        ref: str,
+        hosts_dir: Path | None = None,
+        plain_http: bool = True,
+        user: str | None = None,
+    ) -> list[str]:
+        """The ``ctr`` arguments of ``pull`` (for ``ctr_argv``)."""
+        args = ["images", "pull", "--snapshotter", SNAPSHOTTER]
+        return [*args, *self._registry_args(hosts_dir, plain_http, user), ref]
 
     @staticmethod
     def _registry_args(hosts_dir: Path | None, plain_http: bool, user: str | None) -> list[str]:
@@ -276,9 +292,8 @@ class ContainerdProcess:
         ``user`` is ``"name:password"``. The result is returned even on failure, so tests
         can assert that a pull is refused; pass ``check=True`` to raise instead.
         """
-        args = ["images", "pull", "--snapshotter", SNAPSHOTTER]
-        args += self._registry_args(hosts_dir, plain_http, user)
-        return self.ctr(*args, ref, namespace=namespace, timeout_s=timeout_s, check=check)
+        args = self.pull_args(ref, hosts_dir, plain_http, user)
+        return self.ctr(*args, namespace=namespace, timeout_s=timeout_s, check=check)
 
     def fetch(
         self,
