@@ -1,19 +1,23 @@
 """Talking to the scheduler's and the peers' JSON APIs, with errors an operator can act on.
 
 Every failure becomes a :class:`CtlError` whose message says which daemon, at which
-address, and what to do: not running, refused the token, answered something else.
+address, and what to do: not running, refused the token, answered something else, a
+certificate the cluster CA did not sign (``--ca-file``, as ``cluster_tls`` checks it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
+
+from cluster_tls import ENV_CA_FILE, TLSConfigError, client_context, describe_failure
 
 ENV_TOKEN = "STARLING_TOKEN"
 DEFAULT_TIMEOUT_S = 10.0
@@ -36,6 +40,16 @@ def read_token(token_file: str | None) -> str | None:
     return os.environ.get(ENV_TOKEN, "").strip() or None
 
 
+def read_ca(ca_file: str | None) -> ssl.SSLContext | None:
+    """The client context for ``--ca-file`` (the cluster CA); None: the system's CAs."""
+    if ca_file is None:
+        return None
+    try:
+        return client_context(ca_file, "--ca-file")
+    except TLSConfigError as exc:
+        raise CtlError(str(exc)) from exc
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
@@ -53,18 +67,26 @@ class ApiClient:
     """JSON requests to one daemon; use as ``async with ApiClient(...) as api``."""
 
     def __init__(
-        self, what: str, base_url: str, token: str | None, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        what: str,
+        base_url: str,
+        token: str | None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.what = what
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._timeout_s = timeout_s
+        self._ssl_context = ssl_context  # from read_ca; None trusts the system's CAs
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ApiClient:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         self._session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=self._timeout_s)
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            connector=aiohttp.TCPConnector(ssl=self._ssl_context) if self._ssl_context else None,
         )
         return self
 
@@ -91,6 +113,18 @@ class ApiClient:
                 status = resp.status
         except aiohttp.InvalidURL as exc:
             raise CtlError(f"{self.what} address {self.base_url!r} is not a URL") from exc
+        except aiohttp.ClientSSLError as exc:
+            ca_name = "--ca-file" if self._ssl_context else "the system's CAs"
+            reason = describe_failure(exc, ca_name) or str(exc)
+            if self._ssl_context is None and isinstance(
+                exc, aiohttp.ClientConnectorCertificateError
+            ):
+                reason += f"; give the cluster CA with --ca-file or ${ENV_CA_FILE}"
+            raise CtlError(f"cannot talk to {self.where}: {reason}") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            # A TLS port closes a plain HTTP connection at once, without an answer.
+            hint = "; if it serves TLS, use an https:// URL" if url.startswith("http:") else ""
+            raise CtlError(f"{self.where} closed the connection without answering{hint}") from exc
         except aiohttp.ClientConnectorError as exc:
             # asyncio words a refused connection "Connect call failed (...)"; say it plainly.
             error = exc.os_error

@@ -18,7 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from ctl.api import ENV_TOKEN, ApiClient, CtlError, read_token
+from cluster_tls import ENV_CA_FILE
+from ctl.api import ENV_TOKEN, ApiClient, CtlError, read_ca, read_token
 from ctl.cache import DEFAULT_PEER, list_blobs, remove_blobs, render_listing
 from ctl.preheat import DEFAULT_TIMEOUT_S, Target, preheat, seed_targets
 from ctl.registry import RegistryResolver, parse_reference
@@ -36,6 +37,17 @@ def _token_option(parser: argparse.ArgumentParser) -> None:
         "--token-file",
         metavar="FILE",
         help=f"file holding the cluster token (default: the environment variable {ENV_TOKEN})",
+    )
+
+
+def _ca_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        default=os.environ.get(ENV_CA_FILE) or None,
+        help="the cluster CA (PEM) that https:// daemons' certificates must come from, "
+        f"the ca_file of their tls block (default ${ENV_CA_FILE}; without it: the "
+        "system's CAs)",
     )
 
 
@@ -67,6 +79,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     _scheduler_option(status)
     _token_option(status)
+    _ca_option(status)
     status.add_argument("--json", action="store_true", help="print the scheduler's JSON")
 
     heat = commands.add_parser(
@@ -79,6 +92,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     heat.add_argument("image", metavar="IMAGE", help="e.g. registry.local:5000/app:v1, nginx:1.27")
     _scheduler_option(heat)
     _token_option(heat)
+    _ca_option(heat)
     heat.add_argument(
         "--peer",
         metavar="URL",
@@ -122,6 +136,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ls = actions.add_parser("ls", help="list cached blobs and downloads in progress")
     _peer_option(ls)
     _token_option(ls)
+    _ca_option(ls)
     ls.add_argument("--json", action="store_true", help="print the peer's JSON")
     rm = actions.add_parser(
         "rm",
@@ -132,6 +147,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     rm.add_argument("digests", nargs="+", metavar="DIGEST", help="e.g. sha256:<64 hex digits>")
     _peer_option(rm)
     _token_option(rm)
+    _ca_option(rm)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -150,7 +166,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with ApiClient("scheduler", args.scheduler, read_token(args.token_file)) as scheduler:
+    token, ssl_context = read_token(args.token_file), read_ca(args.ca_file)
+    async with ApiClient("scheduler", args.scheduler, token, ssl_context=ssl_context) as scheduler:
         status = await fetch_status(scheduler)
     print(json.dumps(status, indent=2) if args.json else render(status, scheduler.base_url))
     return 0
@@ -169,26 +186,29 @@ def _read_credentials(path: str | None) -> tuple[str, str] | None:
 
 
 async def _preheat(args: argparse.Namespace) -> int:
-    token = read_token(args.token_file)
+    token, ssl_context = read_token(args.token_file), read_ca(args.ca_file)
     reference = parse_reference(args.image)
     credentials = _read_credentials(args.registry_credentials)
     if args.peer:
         targets = [Target(url, url.rstrip("/")) for url in args.peer]
     else:
-        async with ApiClient("scheduler", args.scheduler, token) as scheduler:
-            targets = await seed_targets(scheduler)
+        async with ApiClient("scheduler", args.scheduler, token, ssl_context=ssl_context) as api:
+            targets = await seed_targets(api)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         resolver = RegistryResolver(
             session, reference, frozenset(args.insecure_registry), credentials
         )
         image = await resolver.resolve(args.platform)
-    done = await preheat(image, targets, token, args.timeout, lambda line: print(line, flush=True))
+    done = await preheat(
+        image, targets, token, args.timeout, lambda line: print(line, flush=True), ssl_context
+    )
     return 0 if done else 1
 
 
 async def _cache_ls(args: argparse.Namespace) -> int:
-    async with ApiClient("peer", args.peer, read_token(args.token_file)) as peer:
+    token, ssl_context = read_token(args.token_file), read_ca(args.ca_file)
+    async with ApiClient("peer", args.peer, token, ssl_context=ssl_context) as peer:
         listing = await list_blobs(peer)
     print(json.dumps(listing, indent=2) if args.json else render_listing(listing))
     return 0
@@ -198,6 +218,7 @@ async def _cache_rm(args: argparse.Namespace) -> int:
     def warn(line: str) -> None:
         print(f"p2pctl cache rm: {line}", file=sys.stderr)
 
-    async with ApiClient("peer", args.peer, read_token(args.token_file)) as peer:
+    token, ssl_context = read_token(args.token_file), read_ca(args.ca_file)
+    async with ApiClient("peer", args.peer, token, ssl_context=ssl_context) as peer:
         removed_all = await remove_blobs(peer, args.digests, print, warn)
     return 0 if removed_all else 1

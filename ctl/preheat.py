@@ -3,7 +3,8 @@
 1. p2pctl resolves IMAGE at its registry (``ctl.registry``): the config and layer blobs
    of the chosen platform, and a pull token when the registry wants one.
 2. The targets are the seed peers the scheduler knows (``GET /api/v1/status``: their
-   piece-server address), or the peers named with ``--peer``.
+   piece-server address, https when the scheduler is: TLS is on for all parts of a
+   cluster or for none), or the peers named with ``--peer``.
 3. Each target gets ``PUT /api/v1/admin/blobs/<digest>`` for every blob (``peer.admin``):
    an ordinary download into its cache, registered with the scheduler, so a seed goes to
    the registry and a normal peer fetches from the swarm.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,9 +39,9 @@ class Target:
     url: str
 
 
-def piece_server_url(address: str, port: int) -> str:
+def piece_server_url(address: str, port: int, scheme: str = "http") -> str:
     host = f"[{address}]" if ":" in address else address
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 async def seed_targets(scheduler: ApiClient) -> list[Target]:
@@ -50,7 +52,10 @@ async def seed_targets(scheduler: ApiClient) -> list[Target]:
             f"{scheduler.where} knows no seed peer (start one with p2p-peer --seed), "
             "or name the peers to preheat with --peer URL"
         )
-    return [Target(h["host_id"], piece_server_url(h["address"], h["piece_port"])) for h in seeds]
+    scheme = "https" if scheduler.base_url.startswith("https://") else "http"
+    return [
+        Target(h["host_id"], piece_server_url(h["address"], h["piece_port"], scheme)) for h in seeds
+    ]
 
 
 @dataclass
@@ -94,8 +99,11 @@ async def preheat(
     token: str | None,
     timeout_s: float,
     say: Callable[[str], None],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> bool:
-    """Fetch every blob of ``image`` onto every target; True when all are complete."""
+    """Fetch every blob of ``image`` onto every target; True when all are complete.
+
+    ``ssl_context`` (from ``--ca-file``) verifies targets reached over https."""
     started = time.monotonic()
     total_bytes = sum(b.size_bytes for b in image.blobs)
     say(
@@ -106,7 +114,9 @@ async def preheat(
     jobs = [_Job(t, b) for t in targets for b in image.blobs]
     async with contextlib.AsyncExitStack() as stack:
         clients = {
-            t: await stack.enter_async_context(ApiClient(f"peer {t.name}", t.url, token))
+            t: await stack.enter_async_context(
+                ApiClient(f"peer {t.name}", t.url, token, ssl_context=ssl_context)
+            )
             for t in targets
         }
         await _run(image, clients, jobs, started + timeout_s, say)

@@ -20,8 +20,20 @@ Point containerd at the mirror with a hosts.toml per registry, for example
   [host."http://127.0.0.1:65001"]
     capabilities = ["pull", "resolve"]
 
+TLS (optional; docs/tls.md): a tls block in the config file, the same one the
+scheduler has, makes the piece server serve HTTPS and this peer call other peers and
+the scheduler over https, trusting only certificates from the cluster CA:
+
+  tls:
+    cert_file: /etc/starling/tls/tls.crt
+    key_file: /etc/starling/tls/tls.key
+    ca_file: /etc/starling/tls/ca.crt
+
+The registry mirror stays plain HTTP: containerd reaches it on loopback.
+
 Environment: STARLING_LISTEN, STARLING_DATA_DIR, STARLING_SCHEDULER and STARLING_TOKEN
-override the file; flags override both.
+override the file, as STARLING_TLS_CERT_FILE, STARLING_TLS_KEY_FILE and
+STARLING_TLS_CA_FILE override the tls block's fields; flags override both.
 """
 
 

@@ -2,6 +2,7 @@
 
 Unknown keys are an error, so a typo never silently falls back to a default. Sizes
 accept units (``cache_quota: 20GiB``). Every default works on a single machine.
+The ``tls`` block is the one the scheduler takes too (``cluster_tls``, docs/tls.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from cluster_tls import TLSSettings, load_tls
 from peer.pieces import DEFAULT_MAX_PIECE_BYTES, DEFAULT_MIN_PIECE_BYTES, DEFAULT_TARGET_PIECES
 from peer.sizes import parse_size
 from registry_proxy.upstream import UpstreamConfig
@@ -78,6 +80,10 @@ class PeerConfig:
     upload_rate_bps: float = 0.0  # cap on piece upload bytes per second; 0: none
     pieces_in_flight: int = 8  # piece requests to parents at once, per blob
     announce_interval_s: float = 10.0
+    # TLS for the piece server, and for this peer's calls to other peers and the
+    # scheduler (then https, whatever scheme ``scheduler`` is written with). The registry
+    # mirror stays plain HTTP on ``listen``: containerd reaches it on loopback.
+    tls: TLSSettings | None = None
 
     def __post_init__(self) -> None:
         _host_port(self.listen, "listen")
@@ -145,6 +151,7 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
     if isinstance(raw.get("scheduler"), list):
         raw["scheduler"] = ",".join(str(url) for url in raw["scheduler"])
     upstream_raw = dict(raw.pop("upstream", None) or {})
+    tls_raw = raw.pop("tls", None)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -157,7 +164,10 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
             raw[key] = value
     try:
         return build_dataclass(
-            PeerConfig, raw, upstream=build_dataclass(UpstreamConfig, upstream_raw)
+            PeerConfig,
+            raw,
+            upstream=build_dataclass(UpstreamConfig, upstream_raw),
+            tls=load_tls(tls_raw, os.environ),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
@@ -171,7 +181,7 @@ def build_dataclass(cls: type[T], raw: Mapping[str, Any], **fixed: Any) -> T:
         # Size fields may be written without the unit suffix: cache_quota: 20GiB.
         name = key if key in fields else f"{key}_bytes"
         if name not in fields or name in fixed:
-            known = ", ".join(sorted(k for k in fields if k not in fixed))
+            known = ", ".join(sorted(fields))  # the fixed ones are sections (upstream, tls)
             raise ConfigError(f"unknown setting {key!r} for {cls.__name__}; known: {known}")
         values[name] = _coerce(name, fields[name], value)
     return cls(**values)

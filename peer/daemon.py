@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -72,11 +73,15 @@ class PeerDaemon:
     async def start(self) -> None:
         config = self.config
         self._client = UpstreamClient(config.upstream)
+        # TLS covers what other machines reach (the piece server) and what this peer
+        # calls (parents, the scheduler); the mirror stays plain HTTP for containerd.
+        client_ssl = config.tls.client_context() if config.tls is not None else None
         if config.scheduler:
             read_timeout_s = config.upstream.read_timeout_s
+            connect_timeout_s = config.upstream.connect_timeout_s
             self._swarm = SwarmClients(
-                SchedulerClient(config.scheduler, config.token),
-                ParentClient(config.token, config.upstream.connect_timeout_s, read_timeout_s),
+                SchedulerClient(config.scheduler, config.token, client_ssl),
+                ParentClient(config.token, connect_timeout_s, read_timeout_s, client_ssl),
             )
         self._engine = Engine(
             config, BlobStore(config.data_dir), self._client, self.metrics, self._swarm
@@ -91,13 +96,17 @@ class PeerDaemon:
         if self._swarm is not None:
             pieces = create_piece_app(self._engine, config.token, self.limiter)
             admin.add_routes(pieces)
-            self.piece_port = await self._serve(pieces, config.piece_host, config.piece_port)
+            server_ssl = config.tls.server_context() if config.tls is not None else None
+            self.piece_port = await self._serve(
+                pieces, config.piece_host, config.piece_port, server_ssl
+            )
             self._announcer = asyncio.create_task(self._announce_loop())
         log.info(
             "p2p-peer %s: mirror on %s, %s (data dir %s, cache quota %d bytes)",
             config.host_id,
             self.mirror_url,
-            f"pieces on port {self.piece_port}, scheduler {config.scheduler}"
+            f"pieces on port {self.piece_port}, scheduler {self._swarm.scheduler.base_url}"
+            + (" over TLS" if config.tls is not None else "")
             + (" (seed)" if config.seed else "")
             if self._swarm
             else "no scheduler: a caching mirror on its own",
@@ -141,10 +150,12 @@ class PeerDaemon:
         if self._client is not None:
             await self._client.close()
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+    async def _serve(
+        self, app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=HANDLER_SHUTDOWN_TIMEOUT_S)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runners.append(runner)
         return int(runner.addresses[-1][1])  # the bound port, also when asked for port 0

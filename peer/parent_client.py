@@ -7,16 +7,24 @@ much shorter than the registry's: a piece list is a few hundred bytes a healthy 
 answers in milliseconds, and a parent sending a piece never goes quiet for seconds.
 Both must be well under the mirror's stall timeout, so a child blocks a frozen parent
 and moves on before its own client gives up on it.
+
+With TLS (the peer's ``tls`` block) parents are fetched from over https and must show a
+certificate from the cluster CA. A parent whose certificate is refused, or that does not
+speak TLS, counts as unreachable (the conductor blocks it and the pieces come from
+elsewhere), and the reason is logged as one line per parent, not once per piece.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 import time
 from dataclasses import dataclass
 
 import aiohttp
 
+from cluster_tls import describe_failure
 from peer.origin import write_chunks
 from peer.piece_hasher import SpanHasher
 from peer.scheduler_client import ParentInfo
@@ -29,6 +37,11 @@ PIECE_READ_BYTES = 1024 * 1024
 # parent within about 5-10 s, well inside the mirror's default 20 s stall timeout.
 PIECE_LIST_TIMEOUT_S = 5.0
 PIECE_STALL_TIMEOUT_S = 5.0
+# A parent's TLS failure is logged at warning level at most this often; it repeats for
+# every piece list and piece asked of it until the scheduler stops handing it out.
+TLS_WARNING_INTERVAL_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class ParentError(Exception):
@@ -49,8 +62,16 @@ class PieceList:
 
 
 class ParentClient:
-    def __init__(self, token: str | None, connect_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._scheme = "https" if ssl_context is not None else "http"
+        self._tls_warned: dict[str, float] = {}  # parent base URL -> when last logged
         self._list_timeout = aiohttp.ClientTimeout(
             total=min(read_timeout_s, PIECE_LIST_TIMEOUT_S), sock_connect=connect_timeout_s
         )
@@ -62,14 +83,14 @@ class ParentClient:
                 sock_read=min(read_timeout_s, PIECE_STALL_TIMEOUT_S),
             ),
             read_bufsize=4 * 1024 * 1024,
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, ssl=ssl_context or True),
         )
 
     async def close(self) -> None:
         await self._session.close()
 
     async def piece_list(self, parent: ParentInfo, task_id: str) -> PieceList:
-        url = f"{parent.url}/api/v1/tasks/{task_id}/pieces"
+        url = f"{parent.url(self._scheme)}/api/v1/tasks/{task_id}/pieces"
         try:
             async with self._session.get(url, timeout=self._list_timeout) as resp:
                 if resp.status != 200:
@@ -83,7 +104,7 @@ class ParentClient:
                     bool(body.get("seed", False)),
                 )
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
-            raise ParentError("unreachable", f"{url}: {exc!r}") from exc
+            raise self._unreachable(parent, url, exc) from exc
 
     async def fetch_piece(
         self,
@@ -99,7 +120,7 @@ class ParentClient:
 
         Returns the seconds it took.
         """
-        url = f"{parent.url}/api/v1/tasks/{task_id}/pieces/{index}"
+        url = f"{parent.url(self._scheme)}/api/v1/tasks/{task_id}/pieces/{index}"
         started = time.monotonic()
         try:
             async with self._session.get(url) as resp:
@@ -124,7 +145,18 @@ class ParentClient:
                 if position != offset + size:
                     raise ParentError("short", f"{url}: {position - offset} of {size} bytes")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ParentError("unreachable", f"{url}: {exc!r}") from exc
+            raise self._unreachable(parent, url, exc) from exc
         except OSError as exc:
             raise ParentError("local_write", f"writing piece {index}: {exc}") from exc
         return time.monotonic() - started
+
+    def _unreachable(self, parent: ParentInfo, url: str, exc: BaseException) -> ParentError:
+        tls = describe_failure(exc)
+        if tls is None:
+            return ParentError("unreachable", f"{url}: {exc!r}")
+        base = parent.url(self._scheme)
+        now = time.monotonic()
+        if now - self._tls_warned.get(base, -TLS_WARNING_INTERVAL_S) >= TLS_WARNING_INTERVAL_S:
+            self._tls_warned[base] = now
+            log.warning("parent %s (host %s) cannot be used: %s", base, parent.host_id, tls)
+        return ParentError("unreachable", f"{url}: {tls}")

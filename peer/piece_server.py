@@ -14,6 +14,11 @@ sends that piece to someone else, nor just after, so its upload goes to new piec
 ``/metrics`` (Prometheus) and ``/healthz`` need no token: the piece server is the port
 other machines reach, so it is where Prometheus scrapes a peer whose registry mirror
 listens on loopback only.
+
+With the peer's ``tls`` block the daemon serves this app over HTTPS only
+(``peer.daemon``): a client speaking plain HTTP has its connection closed at the
+handshake. Pieces then go out through asyncio's read-and-write fallback of ``sendfile``,
+since the kernel cannot encrypt what it copies.
 """
 
 from __future__ import annotations

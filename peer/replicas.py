@@ -45,6 +45,7 @@ from urllib.parse import unquote
 
 import aiohttp
 
+from cluster_tls import describe_failure
 from peer.replica_view import ReplicaView
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,13 @@ class ReplicaRouter:
         urls: Sequence[str],
         session: aiohttp.ClientSession,
         clock: Callable[[], float] = time.monotonic,
+        ca_name: str = "tls.ca_file",
     ) -> None:
         self.view = ReplicaView(urls)
         if not self.view.configured:
             raise ValueError("no scheduler URL given")
         self._session = session
+        self._ca_name = ca_name  # what the session trusts, for TLS failures in the log
         self._clock = clock
         self._peers: dict[str, _Registration] = {}
         self._host: Any = None  # the last host announcement, repeated where it is unknown
@@ -161,7 +164,9 @@ class ReplicaRouter:
                     raise SchedulerRejected(resp.status, f"{method} {path}: {message}")
                 return payload
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            reason = str(exc) or repr(exc)
+            # A replica whose certificate is refused is as unusable as one that is down,
+            # but the log must say it was TLS, not a dead scheduler.
+            reason = describe_failure(exc, self._ca_name) or str(exc) or repr(exc)
             raise SchedulerUnavailable(f"{url}: {method} {path}: {reason}") from exc
 
     def _lost(self, url: str, exc: Exception, refresh: bool = True) -> None:
@@ -242,9 +247,11 @@ class ReplicaRouter:
         )
         answers: list[Any] = []
         refusals: list[SchedulerRejected] = []
+        failures: list[SchedulerUnavailable] = []
         for url, result in zip(targets, results, strict=True):
             if isinstance(result, SchedulerUnavailable):
                 self._lost(url, result)
+                failures.append(result)
             elif isinstance(result, SchedulerRejected):
                 refusals.append(result)
             elif isinstance(result, BaseException):
@@ -255,7 +262,8 @@ class ReplicaRouter:
             return answers
         if refusals:
             raise refusals[0]
-        raise SchedulerUnavailable(f"{method} {path}: no scheduler replica answered")
+        first = f" ({failures[0]})" if failures else ""
+        raise SchedulerUnavailable(f"{method} {path}: no scheduler replica answered{first}")
 
     async def _announce(self, host: Any) -> dict[str, Any]:
         self._host = host

@@ -6,17 +6,22 @@ calls to the replica that owns it and moves them to the next one when it dies. O
 no replica can be reached (refused, timed out, a 5xx) is the answer
 :class:`SchedulerUnavailable`, which the peer answers by going to the registry itself:
 a scheduler outage must never fail a pull.
+
+Given an SSL context (the peer's ``tls`` block), every replica is called over https,
+and a replica is trusted only with a certificate from the cluster CA (``cluster_tls``).
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeAlias
 
 import aiohttp
 
+from cluster_tls import with_scheme
 from peer.backsource import PieceTransfer
 from peer.replicas import ReplicaRouter
 from peer.replicas import SchedulerRejected as SchedulerRejected
@@ -35,10 +40,10 @@ class ParentInfo:
     piece_port: int
     score: float
 
-    @property
-    def url(self) -> str:
+    def url(self, scheme: str = "http") -> str:
+        """The base URL of its piece server: https in a cluster with TLS."""
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.piece_port}"
+        return f"{scheme}://{host}:{self.piece_port}"
 
 
 @dataclass(frozen=True)
@@ -110,15 +115,24 @@ def scheduler_urls(urls: str | Sequence[str]) -> list[str]:
 
 
 class SchedulerClient:
-    def __init__(self, base_url: str | Sequence[str], token: str | None) -> None:
-        urls = scheduler_urls(base_url)
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        token: str | None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        # With TLS every replica is reached over https, also one written as http://.
+        urls = [with_scheme(url, ssl_context is not None) for url in scheduler_urls(base_url)]
         self.base_url = ",".join(urls)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=2.0),
+            connector=aiohttp.TCPConnector(ssl=ssl_context) if ssl_context else None,
         )
-        self.router = ReplicaRouter(urls, self._session)
+        self.router = ReplicaRouter(
+            urls, self._session, ca_name="tls.ca_file" if ssl_context else "the system's CAs"
+        )
 
     async def close(self) -> None:
         await self.router.close()

@@ -20,6 +20,9 @@ from pathlib import Path
 from scheduler.core.tree_model import ModelFormatError, TreeEnsemble, from_json
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("default_model.json")
+# The name a model is published under in an artifact store (in Redis:
+# ``{redis_key_prefix}artifact:model``).
+MODEL_ARTIFACT = "model"
 # A model file larger than this is refused before parsing.
 MAX_MODEL_BYTES = 32 * 1024 * 1024
 
@@ -34,13 +37,30 @@ def load_model(path: str | os.PathLike[str]) -> TreeEnsemble:
         size = path.stat().st_size
         if size > MAX_MODEL_BYTES:
             raise ModelFileError(f"{path}: {size} bytes, more than {MAX_MODEL_BYTES}")
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
+    return parse_model(data, str(path))
+
+
+def parse_model(data: bytes, where: str) -> TreeEnsemble:
+    """The model in ``data`` (a model file's bytes, or a published artifact's);
+    ``where`` names its origin in errors."""
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{where}: {len(data)} bytes, more than {MAX_MODEL_BYTES}")
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise ModelFileError(f"{where}: {exc}") from exc
     try:
         return from_json(document)
     except ModelFormatError as exc:
-        raise ModelFileError(f"{path}: {exc}") from exc
+        raise ModelFileError(f"{where}: {exc}") from exc
+
+
+def model_bytes(model: TreeEnsemble) -> bytes:
+    """The model as the bytes of a model file or a published artifact."""
+    return (json.dumps(model.to_json(), separators=(",", ":")) + "\n").encode()
 
 
 def save_model(model: TreeEnsemble, path: str | os.PathLike[str]) -> None:
@@ -48,7 +68,7 @@ def save_model(model: TreeEnsemble, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(model.to_json(), separators=(",", ":")) + "\n")
+    partial.write_bytes(model_bytes(model))
     os.replace(partial, path)
 
 

@@ -1,9 +1,10 @@
 """Transfer records read back for training: arrays, targets and the cluster of each.
 
-Records are the JSON lines ``scheduler.core.transfers`` defines, in any number of files
-under a directory (rotated files included). Lines cut short by a crash, other schemas
-and other feature versions are skipped and counted, never fatal: a records directory
-collects over months and several scheduler versions.
+Records are the JSON objects ``scheduler.core.transfers`` defines: lines in any number
+of files under a directory (rotated files included, ``read_records``), or already parsed,
+e.g. read from the scheduler's Redis stream (``dataset_from_records``). Lines cut short
+by a crash, other schemas and other feature versions are skipped and counted, never
+fatal: a records store collects over months and several scheduler versions.
 
 Target: ``ln(piece_bytes / cost_s)``, the log throughput of the piece. A failed piece
 delivered nothing; it gets the 1st percentile of the ok pieces' targets, so a parent
@@ -16,6 +17,7 @@ import json
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,25 @@ def record_files(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_records(directory: str | os.PathLike[str]) -> Dataset:
+    """The records in every record file under ``directory``."""
+    torn: Counter[str] = Counter()
+
+    def parsed() -> Iterator[Any]:
+        for path in record_files(directory):
+            with path.open() as fh:
+                for line in fh:
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        torn["torn_line"] += 1
+
+    dataset = dataset_from_records(parsed())
+    dataset.skipped.update(torn)
+    return dataset
+
+
+def dataset_from_records(records: Iterable[Any]) -> Dataset:
+    """Records already parsed (from files, or a Redis stream), in the order they came."""
     rows: list[list[float]] = []
     targets: list[float] = []
     clusters: list[str] = []
@@ -79,34 +100,23 @@ def read_records(directory: str | os.PathLike[str]) -> Dataset:
     rule_scores: list[float] = []
     ok_flags: list[bool] = []
     skipped: Counter[str] = Counter()
-    for path in record_files(directory):
-        with path.open() as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    skipped["torn_line"] += 1
-                    continue
-                reason = _unusable(record)
-                if reason:
-                    skipped[reason] += 1
-                    continue
-                ok = bool(record["ok"])
-                cost_s, size = float(record["cost_s"]), int(record["piece_bytes"])
-                targets.append(math.log(size / cost_s) if ok else math.nan)
-                rows.append([float(x) for x in record["features"]])
-                cluster = str(record.get("cluster", ""))
-                clusters.append(cluster)
-                decisions.append(
-                    f"{cluster}\x00{record['child_peer']}\x00{record['decided_at_s']!r}"
-                )
-                score = record.get("score")
-                rule_scores.append(
-                    float(score)
-                    if record.get("evaluator") == "rule" and score is not None
-                    else math.nan
-                )
-                ok_flags.append(ok)
+    for record in records:
+        reason = _unusable(record)
+        if reason:
+            skipped[reason] += 1
+            continue
+        ok = bool(record["ok"])
+        cost_s, size = float(record["cost_s"]), int(record["piece_bytes"])
+        targets.append(math.log(size / cost_s) if ok else math.nan)
+        rows.append([float(x) for x in record["features"]])
+        cluster = str(record.get("cluster", ""))
+        clusters.append(cluster)
+        decisions.append(f"{cluster}\x00{record['child_peer']}\x00{record['decided_at_s']!r}")
+        score = record.get("score")
+        rule_scores.append(
+            float(score) if record.get("evaluator") == "rule" and score is not None else math.nan
+        )
+        ok_flags.append(ok)
     target = np.array(targets, dtype=np.float64)
     ok_mask = np.array(ok_flags, dtype=bool)
     if ok_mask.any():

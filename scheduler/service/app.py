@@ -13,11 +13,13 @@ import logging
 import random
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cluster_tls import with_scheme
 from scheduler.core import (
     ConflictError,
     DigestConflictError,
@@ -34,9 +36,11 @@ from scheduler.service.config import SchedulerConfig
 from scheduler.service.errors import ProtocolError, WriterStoppedError
 from scheduler.service.metrics import SchedulerMetrics
 from scheduler.service.models import ModelServing, ModelSettings
-from scheduler.service.records import FileRecordStore, RecordFlusher
+from scheduler.service.records import RecordFlusher
 from scheduler.service.replicas import ReplicaDirectory
+from scheduler.service.retraining import Retrainer
 from scheduler.service.status import StatusPage
+from scheduler.service.stores import open_stores
 from scheduler.service.writer import StateWriter
 
 log = logging.getLogger(__name__)
@@ -91,9 +95,17 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def create_app(config: SchedulerConfig) -> web.Application:
-    """The scheduler's HTTP app; the writer starts and stops with it."""
+def create_app(
+    config: SchedulerConfig, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The scheduler's HTTP app; the writer starts and stops with it.
+
+    ``clock`` is the time the core sees (``now`` of every operation); a replay of a
+    simulated run passes the simulated time (tests/integration/test_sim_service_parity.py).
+    """
     metrics = SchedulerMetrics(lambda: writer.counts)
+    # Records, published models, the retraining lease: files and/or Redis (stores.py).
+    stores = open_stores(config)
     models = ModelServing(
         ModelSettings(
             config.evaluator,
@@ -105,15 +117,25 @@ def create_app(config: SchedulerConfig) -> web.Application:
         metrics.registry,
         # Exploration draws from its own stream, so it never shifts the writer's.
         random.Random(None if config.rng_seed is None else config.rng_seed + 1),
+        stores.published,
     )
-    recorder = TransferRecorder(config.records_cluster) if config.records_dir is not None else None
+    recorder = TransferRecorder(config.records_cluster) if stores.records else None
     state = SchedulerState(config.core_settings, models.evaluator, recorder)
-    writer = StateWriter(state, random.Random(config.rng_seed))
+    writer = StateWriter(state, random.Random(config.rng_seed), clock)
     flusher = (
         RecordFlusher(
-            writer, FileRecordStore(config.records_dir), config.records_flush_s, metrics.registry
+            writer,
+            stores.records,
+            config.records_flush_s,
+            metrics.registry,
+            config.records_backlog_max,
         )
-        if config.records_dir is not None
+        if stores.records
+        else None
+    )
+    retrainer = (
+        Retrainer(config, stores, models, metrics.registry)
+        if config.retrain_interval_s is not None
         else None
     )
     replicas = ReplicaDirectory(config, metrics.registry)
@@ -153,13 +175,18 @@ def create_app(config: SchedulerConfig) -> web.Application:
             )
         writer.start()
         upkeep = asyncio.create_task(_expire_hosts(writer, metrics, config.upkeep_interval_s))
-        models.start(writer)
+        await models.start(writer)
         if flusher is not None:
             flusher.start()
+        if retrainer is not None:
+            retrainer.start(writer)
         yield
+        if retrainer is not None:
+            await retrainer.stop()
         await models.stop()
         if flusher is not None:
             await flusher.stop()
+        await stores.close()
         # Out of the replica list first, so peers stop sending work here.
         await replicas.stop()
         upkeep.cancel()
@@ -216,9 +243,9 @@ async def _expire_hosts(writer: StateWriter, metrics: SchedulerMetrics, interval
 
 def _own_url(config: SchedulerConfig, host: str, port: int) -> str:
     """The URL peers reach this replica at: ``advertise_url``, else the bound address
-    (the hostname in place of a wildcard address)."""
+    (the hostname in place of a wildcard address); https when the API serves TLS."""
     if config.advertise_url:
-        return config.advertise_url
+        return with_scheme(config.advertise_url, config.tls is not None)
     if host in ("0.0.0.0", "::", ""):
         if config.redis_url:
             log.warning(
@@ -227,7 +254,8 @@ def _own_url(config: SchedulerConfig, host: str, port: int) -> str:
                 socket.gethostname(),
             )
         host = socket.gethostname()
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if config.tls is not None else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 async def run(config: SchedulerConfig) -> None:
@@ -235,7 +263,10 @@ async def run(config: SchedulerConfig) -> None:
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port)
+    # With TLS, a client speaking plain HTTP to the port has its connection closed at
+    # the handshake; nothing is logged above debug.
+    ssl_context = config.tls.server_context() if config.tls is not None else None
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, ssl_context=ssl_context)
     await site.start()
     # Everything allocated so far (modules, the app: some 40,000 objects) lives as long
     # as the process. Out of the collector's reach, it is no longer scanned by every full
@@ -245,7 +276,8 @@ async def run(config: SchedulerConfig) -> None:
     # The bound address, not the configured one: with port 0 the kernel picked it.
     host, port = runner.addresses[0][:2]
     log.info(
-        "p2p-scheduler: listening on http://%s:%d (host TTL %g s, cluster token %s)",
+        "p2p-scheduler: listening on %s://%s:%d (host TTL %g s, cluster token %s)",
+        "https" if ssl_context is not None else "http",
         host,
         port,
         config.host_ttl_s,

@@ -8,6 +8,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cluster_tls import ENV_CA_FILE as ENV_TLS_CA_FILE
+from cluster_tls import ENV_CERT_FILE as ENV_TLS_CERT_FILE
+from cluster_tls import ENV_KEY_FILE as ENV_TLS_KEY_FILE
 from scheduler.service.app import run
 from scheduler.service.config import (
     ENV_ADVERTISE_URL,
@@ -26,12 +29,19 @@ API: JSON under /api/v1 (the OpenAPI document is at /api/v1/openapi.json), plus 
 
 Replicas: with redis_url set, the scheduler registers itself in Redis with a heartbeat,
 lists the live replicas at /api/v1/replicas, and peers given any replica's URL route
-each blob to one replica by rendezvous hashing. Without it, nothing else is needed.
+each blob to one replica by rendezvous hashing. Transfer records go to a capped Redis
+stream and models are published there (p2pctl model publish), so every replica serves
+the same model (docs/learned-scoring.md). Without it, nothing else is needed.
 
 Cluster token: every /api/v1 request must carry "Authorization: Bearer <token>" when a
 token is configured, from --token-file, the environment variable {ENV_TOKEN}, or
 token_file in the config file (in that order of precedence). Without one, any client
 is accepted and a warning is logged.
+
+TLS (optional): with a tls block (the same one the peers have; docs/tls.md) the API
+serves HTTPS with cert_file, and the replica URL it advertises is https. The block's
+fields are overridden by {ENV_TLS_CERT_FILE}, {ENV_TLS_KEY_FILE}
+and {ENV_TLS_CA_FILE}.
 
 Environment: {ENV_LISTEN}, {ENV_REDIS_URL} and {ENV_ADVERTISE_URL} override
 listen, redis_url and advertise_url from the file; flags override both.
@@ -48,6 +58,11 @@ Config file (YAML; unknown keys are an error), with the defaults:
   replica_heartbeat_s: {SchedulerConfig.replica_heartbeat_s:g}
   replica_ttl_s: {SchedulerConfig.replica_ttl_s:g}       # a replica silent this long is dropped
   redis_key_prefix: "{SchedulerConfig.redis_key_prefix}"
+  evaluator: {SchedulerConfig.evaluator}        # or learned (docs/learned-scoring.md)
+  records_dir: null      # transfer records as files here too
+  records_redis_max_len: {SchedulerConfig.records_redis_max_len}  # cap of the Redis records stream
+  retrain_interval_s: null  # retrain and promote a better model this often
+  tls: null              # {{cert_file, key_file, ca_file}}: PEM files, HTTPS for the API
   scheduling:            # the core's tunables (scheduler/core/settings.py)
     candidate_sample_size: 15
     parents_per_decision: 4
@@ -81,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--redis-url",
         metavar="URL",
-        help=f"Redis for replica membership, e.g. redis://redis:6379/0 (or {ENV_REDIS_URL})",
+        help=f"Redis for replicas, records and models, e.g. redis://redis:6379/0 "
+        f"(or {ENV_REDIS_URL})",
     )
     parser.add_argument(
         "--advertise-url",

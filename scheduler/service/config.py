@@ -2,10 +2,11 @@
 
 Precedence, lowest first: defaults, the YAML file, the environment
 (``STARLING_SCHEDULER_LISTEN``, ``STARLING_TOKEN``, ``STARLING_REDIS_URL``,
-``STARLING_SCHEDULER_ADVERTISE_URL``), flags. Unknown keys are an error, so a typo never
-silently falls back to a default. The cluster token is a secret: the YAML file and the
-flag name a file that holds it (``token_file``), the environment may carry it directly,
-and it never appears in a ``repr``. Every default works on one machine.
+``STARLING_SCHEDULER_ADVERTISE_URL``, and ``STARLING_TLS_*`` for the ``tls`` block),
+flags. Unknown keys are an error, so a typo never silently falls back to a default. The
+cluster token is a secret: the YAML file and the flag name a file that holds it
+(``token_file``), the environment may carry it directly, and it never appears in a
+``repr``. Every default works on one machine.
 
 Example::
 
@@ -15,11 +16,22 @@ Example::
     token_file: /etc/starling/token
     log_level: info
     # Several replicas: each registers in Redis and peers route tasks over the live ones.
+    # Transfer records and the published model are shared there too.
     redis_url: redis://redis:6379/0
     advertise_url: http://10.0.0.5:8002
+    # The learned evaluator, retrained hourly on the cluster's own records
+    # (docs/learned-scoring.md).
+    evaluator: learned
+    records_redis_max_len: 100000
+    retrain_interval_s: 3600
     scheduling:
       parents_per_decision: 4
       back_to_source_quota: 1
+    # TLS for the API: the same block as in the peers' config (cluster_tls, docs/tls.md).
+    tls:
+      cert_file: /etc/starling/tls/tls.crt
+      key_file: /etc/starling/tls/tls.key
+      ca_file: /etc/starling/tls/ca.crt
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from cluster_tls import TLSConfigError, TLSSettings, load_tls
 from scheduler.core import SchedulerSettings
 from scheduler.service.errors import ConfigError
 
@@ -46,9 +59,9 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # What may appear in an ``Authorization: Bearer`` header value: visible ASCII, no spaces.
 _TOKEN_PATTERN = re.compile(r"[\x21-\x7e]+")
-# Top-level YAML keys that are not dataclass fields, and the scheduling keys that are
+# Top-level YAML keys read apart from the typed fields, and the scheduling keys that are
 # set elsewhere.
-_FILE_ONLY_KEYS = ("token_file", "scheduling")
+_FILE_ONLY_KEYS = ("token_file", "scheduling", "tls")
 _SCHEDULING_KEYS_ELSEWHERE = {"host_ttl_s": "set host_ttl_s at the top level"}
 
 
@@ -92,11 +105,26 @@ class SchedulerConfig:
     # probability), so the records do not only reflect the model's own choices.
     exploration: float = 0.02
     # Transfer records (training data) as JSON lines in this directory, rotated; None:
-    # none kept. records_cluster names this cluster in them (training holds whole
-    # clusters out).
+    # none kept in files. records_cluster names this cluster in them (training holds
+    # whole clusters out).
     records_dir: str | None = None
     records_cluster: str = "default"
     records_flush_s: float = 1.0
+    # With redis_url, records also go to the Redis stream {redis_key_prefix}records,
+    # capped at about this many (the oldest go first; ~1 KB each); 0: none in Redis.
+    # With redis_url, models are published to and loaded from Redis, not model_path
+    # (scheduler/service/stores.py has the whole rule).
+    records_redis_max_len: int = 100_000
+    # Records a failing store (Redis down) keeps in memory to retry; beyond, dropped.
+    records_backlog_max: int = 10_000
+    # Scheduled retraining (scheduler/service/retraining.py): every this many seconds one
+    # replica fits a candidate on the newest retrain_records records and publishes it only
+    # if it beats the current model on the newest ones, held out. None: off. Needs
+    # records (in Redis or records_dir) and somewhere to publish (redis_url or model_path).
+    retrain_interval_s: float | None = None
+    retrain_records: int = 200_000
+    # HTTPS for the API with these PEM files (cluster_tls); None: plain HTTP.
+    tls: TLSSettings | None = None
 
     def __post_init__(self) -> None:
         _host_port(self.listen, "listen")
@@ -119,6 +147,7 @@ class SchedulerConfig:
             raise ConfigError(f"evaluator must be 'learned' or 'rule', got {self.evaluator!r}")
         if not 0.0 <= self.exploration <= 1.0:
             raise ConfigError(f"exploration must be in [0, 1], got {self.exploration!r}")
+        self._check_learning()
         if self.replica_ttl_s < 2 * self.replica_heartbeat_s:
             # One late or lost heartbeat must not make a live replica disappear.
             raise ConfigError("replica_ttl_s must be at least twice replica_heartbeat_s")
@@ -130,6 +159,24 @@ class SchedulerConfig:
             raise ConfigError(
                 f"advertise_url: expected http(s)://HOST:PORT, got {self.advertise_url!r}"
             )
+
+    def _check_learning(self) -> None:
+        """The record store and retraining settings (issue 5)."""
+        for name in ("records_redis_max_len", "records_backlog_max"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)!r}")
+        if self.retrain_records < 1:
+            raise ConfigError(f"retrain_records must be positive, got {self.retrain_records!r}")
+        interval = self.retrain_interval_s
+        if interval is None:
+            return
+        if not (math.isfinite(interval) and interval > 0):
+            raise ConfigError(f"retrain_interval_s must be a positive number, got {interval!r}")
+        redis_records = self.redis_url is not None and self.records_redis_max_len > 0
+        if not redis_records and self.records_dir is None:
+            raise ConfigError("retrain_interval_s needs records: redis_url or records_dir")
+        if self.redis_url is None and self.model_path is None:
+            raise ConfigError("retrain_interval_s needs redis_url or model_path to publish to")
 
     @property
     def listen_host(self) -> str:
@@ -185,6 +232,10 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
             raise ConfigError("token_file: expected a path")
         token = read_token_file(token_file)
     scheduling_raw = raw.pop("scheduling", None) or {}
+    try:
+        tls = load_tls(raw.pop("tls", None), os.environ)
+    except TLSConfigError as exc:
+        raise ConfigError(str(exc)) from exc
     if not isinstance(scheduling_raw, dict):
         raise ConfigError("scheduling: expected a mapping")
     if env_listen := os.environ.get(ENV_LISTEN, "").strip():
@@ -204,7 +255,7 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
             raw[key] = value
     if "token" in raw:
         raise ConfigError("unknown setting 'token': put the token in a file and set token_file")
-    values = _typed_fields(SchedulerConfig, raw, skip={"scheduling", "token"})
+    values = _typed_fields(SchedulerConfig, raw, skip={"scheduling", "token", "tls"})
     for key, reason in _SCHEDULING_KEYS_ELSEWHERE.items():
         if key in scheduling_raw:
             raise ConfigError(f"scheduling.{key}: {reason}")
@@ -218,7 +269,7 @@ def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) ->
         scheduling = SchedulerSettings(**scheduling_values)
     except ValueError as exc:
         raise ConfigError(f"scheduling: {exc}") from exc
-    return SchedulerConfig(**values, token=token, scheduling=scheduling)
+    return SchedulerConfig(**values, token=token, scheduling=scheduling, tls=tls)
 
 
 def _typed_fields(

@@ -8,12 +8,23 @@ feature version, the scheduler schedules with the rule evaluator
 instead and says so: a warning in the log, ``p2p_scheduler_model_fallbacks_total{reason}``
 goes up, and ``p2p_scheduler_model_info{version="rule"}`` is the one set to 1.
 
-Hot reload: every ``model_reload_s`` the file's identity (inode, size, mtime) is checked;
-when it changed the new file is loaded and checked off the writer (in a thread), then
-the evaluator is swapped by one writer operation. Requests queued around it are decided
-by the old or the new evaluator, never dropped. A bad new file keeps the model in use.
-Publish by writing a temporary file and renaming it over ``model_path``
-(``p2pctl model train --out`` does), so the reloader never reads half a file.
+Where published models come from:
+
+- without Redis, the file ``model_path``: every ``model_reload_s`` its identity (inode,
+  size, mtime) is checked. Publish by writing a temporary file and renaming it over
+  ``model_path`` (``p2pctl model train --out`` and ``p2pctl model publish --to`` do), so
+  the reloader never reads half a file;
+- with ``redis_url``, the artifact ``model`` in Redis (``{redis_key_prefix}artifact:model``,
+  ``p2pctl model publish --redis-url``, or a promotion by scheduled retraining), so every
+  replica serves the same model: every ``model_reload_s`` its digest is compared, and
+  the artifact is fetched only when it changed. The file (``model_path`` or the shipped
+  model) is only what a replica starts with while nothing is published; a published
+  model is loaded before the replica answers its first request. While Redis is down the
+  model in use stays, with one log line when that starts and one when it ends.
+
+Hot reload: a changed model is parsed and checked off the writer (in a thread), then the
+evaluator is swapped by one writer operation. Requests queued around it are decided by
+the old or the new evaluator, never dropped. A bad new model keeps the model in use.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import contextlib
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +42,24 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from scheduler.core import Evaluator, RuleEvaluator, SchedulerState
 from scheduler.core.learned import LearnedEvaluator, ModelMismatchError
-from scheduler.learning.artifact import DEFAULT_MODEL_PATH, ModelFileError, load_model
+from scheduler.core.tree_model import TreeEnsemble
+from scheduler.learning.artifact import (
+    DEFAULT_MODEL_PATH,
+    MODEL_ARTIFACT,
+    ModelFileError,
+    load_model,
+    parse_model,
+)
+from scheduler.service.records import ArtifactStore
+from scheduler.service.redis_store import StoreUnavailable
 from scheduler.service.writer import StateWriter
 
 log = logging.getLogger(__name__)
 
 FALLBACK_REASONS = ("no_model", "invalid_model", "feature_version", "bad_scores")
+# How long a replica waits for Redis at start for the published model before it starts
+# with the file's model instead (and keeps polling).
+_FIRST_LOAD_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -75,16 +99,27 @@ class ModelMetrics:
 
 
 class ModelServing:
-    """Builds the evaluator at start and keeps it current with the published model file."""
+    """Builds the evaluator at start and keeps it current with the published model (the
+    file, or the Redis artifact)."""
 
     def __init__(
-        self, settings: ModelSettings, registry: CollectorRegistry, rng: random.Random
+        self,
+        settings: ModelSettings,
+        registry: CollectorRegistry,
+        rng: random.Random,
+        published: ArtifactStore | None = None,
     ) -> None:
+        """``published``: the store models are published to (Redis); None: the file."""
         self.settings = settings
         self.metrics = ModelMetrics(registry)
         self._rng = rng
         self.path = Path(settings.model_path) if settings.model_path else DEFAULT_MODEL_PATH
+        self._published = published
         self._identity: tuple[int, int, int] | None = None
+        self._stamp: str | None = None
+        self._store_failing = False
+        # One reload at a time (the watcher, and a replica's own promotion).
+        self._reloading = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._active: tuple[str, str] | None = None
         self._bad_scores_seen = 0
@@ -95,20 +130,26 @@ class ModelServing:
             self._show("rule", "")
             return RuleEvaluator()
         self._identity = _identity(self.path)
-        evaluator, reason = self._build(self.path)
+        evaluator, reason = self._build_file(self.path)
         if evaluator is None:
             self.metrics.fallbacks.labels(reason).inc()
             self._show("rule", "")
             return RuleEvaluator()
         return evaluator
 
-    def _build(self, path: Path) -> tuple[LearnedEvaluator | None, str]:
+    def _build_file(self, path: Path) -> tuple[LearnedEvaluator | None, str]:
         """The learned evaluator for the model at ``path``, or None and why not."""
         if not path.exists():
             log.warning("no model at %s: scheduling with the rule evaluator", path)
             return None, "no_model"
+        return self._build(lambda: load_model(path), str(path))
+
+    def _build(
+        self, load: Callable[[], TreeEnsemble], where: str
+    ) -> tuple[LearnedEvaluator | None, str]:
+        """The learned evaluator for the model ``load`` returns, or None and why not."""
         try:
-            model = load_model(path)
+            model = load()
             evaluator = LearnedEvaluator(
                 model,
                 self._rng,
@@ -124,13 +165,21 @@ class ModelServing:
         log.info(
             "learned evaluator: model %s from %s (%d trees, feature set %s, exploration %g)",
             model.version,
-            path,
+            where,
             model.tree_count,
             model.feature_version,
             self.settings.exploration,
         )
         self._show(model.version, model.feature_version)
         return evaluator, ""
+
+    @property
+    def model(self) -> TreeEnsemble | None:
+        """The model the learned evaluator scores with; None while the rule evaluator does."""
+        evaluator = self.evaluator
+        if isinstance(evaluator, LearnedEvaluator) and isinstance(evaluator.model, TreeEnsemble):
+            return evaluator.model
+        return None
 
     def _show(self, version: str, feature_version: str) -> None:
         if self._active is not None:
@@ -147,9 +196,16 @@ class ModelServing:
             )
             self._bad_scores_seen = evaluator.fallbacks
 
-    def start(self, writer: StateWriter) -> None:
-        if self.settings.evaluator == "learned":
-            self._task = asyncio.create_task(self._watch(writer), name="model reload")
+    async def start(self, writer: StateWriter) -> None:
+        """Load the published model (when it comes from Redis), then watch for new ones."""
+        if self.settings.evaluator != "learned":
+            return
+        if self._published is not None:
+            try:
+                await asyncio.wait_for(self.reload_now(writer), _FIRST_LOAD_TIMEOUT_S)
+            except (StoreUnavailable, TimeoutError) as exc:
+                self._store_lost(exc)
+        self._task = asyncio.create_task(self._watch(writer), name="model reload")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -158,12 +214,30 @@ class ModelServing:
                 await self._task
 
     async def reload_now(self, writer: StateWriter) -> bool:
-        """Load the file if it changed since the last look; whether the evaluator changed."""
-        identity = await asyncio.to_thread(_identity, self.path)
-        if identity == self._identity or identity is None:
-            return False
-        self._identity = identity
-        evaluator, reason = await asyncio.to_thread(self._build, self.path)
+        """Load the published model if it changed since the last look; whether the
+        evaluator changed. Raises ``StoreUnavailable`` when Redis does not answer."""
+        async with self._reloading:
+            return await self._reload(writer)
+
+    async def _reload(self, writer: StateWriter) -> bool:
+        if self._published is None:
+            identity = await asyncio.to_thread(_identity, self.path)
+            if identity == self._identity or identity is None:
+                return False
+            self._identity = identity
+            evaluator, reason = await asyncio.to_thread(self._build_file, self.path)
+        else:
+            stamp = await self._published.stamp(MODEL_ARTIFACT)
+            if stamp == self._stamp or stamp is None:
+                return False
+            data = await self._published.get(MODEL_ARTIFACT)
+            if data is None:
+                return False
+            self._stamp = stamp
+            where = f"the published artifact {MODEL_ARTIFACT!r}"
+            evaluator, reason = await asyncio.to_thread(
+                self._build, lambda: parse_model(data, where), where
+            )
         if evaluator is None:
             self.metrics.reloads.labels("refused").inc()
             self.metrics.fallbacks.labels(reason).inc()
@@ -186,10 +260,27 @@ class ModelServing:
             try:
                 await self.reload_now(writer)
                 self.count_bad_scores()
+            except StoreUnavailable as exc:
+                self._store_lost(exc)
+                continue
             except Exception:
                 log.exception(
                     "model reload failed; trying again in %g s", self.settings.model_reload_s
                 )
+            if self._store_failing:
+                self._store_failing = False
+                log.info("Redis answers again: watching for published models")
+
+    def _store_lost(self, exc: Exception) -> None:
+        if not self._store_failing:
+            self._store_failing = True
+            log.warning(
+                "cannot read the published model from Redis (%s): scheduling goes on with "
+                "%s, trying again every %g s",
+                exc or "timed out",
+                self.evaluator.name,
+                self.settings.model_reload_s,
+            )
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:

@@ -1,19 +1,26 @@
-"""Where transfer records and model artifacts are kept: the seam issue 5 builds on.
+"""Where transfer records and model artifacts are kept, and moving records there.
 
 The learned evaluator (issue 5) trains on transfer records (who fetched which piece from
 whom, how fast, with what the scheduler could observe at the time) and loads model
 artifacts. Both go through the two interfaces below, so the scheduler does not care
 where they live:
 
-- the embedded default, files under a directory: one machine needs nothing else;
-- Redis, for several replicas sharing training data: records appended to a stream
-  ``{redis_key_prefix}records`` and artifacts at ``{redis_key_prefix}artifact:{name}``,
-  next to the replica membership (``redis_store``). Not built yet: a Redis stream store
-  implements ``RecordStore`` and plugs into ``RecordFlusher`` as the file store does.
+- files under a directory (``FileRecordStore``, ``FileArtifactStore``), the embedded
+  default: one machine needs nothing else;
+- Redis, for several replicas sharing training data and models (``redis_store``):
+  records appended to a capped stream ``{redis_key_prefix}records`` and artifacts at
+  ``{redis_key_prefix}artifact:{name}``, next to the replica membership.
+
+Which stores a scheduler uses follows from its config (``stores``): records go to Redis
+whenever ``redis_url`` is set (unless ``records_redis_max_len`` is 0), and to files
+whenever ``records_dir`` is set; both may be on at once.
 
 A record is a JSON object: ``scheduler.core.transfers`` defines the schema. The core's
 recorder buffers them; ``RecordFlusher`` drains it through the writer every
-``records_flush_s`` and appends the batch to the store, off the decision path.
+``records_flush_s`` and appends the batch to every store, off the decision path. A
+store that fails (Redis down) keeps its records in a bounded backlog and gets them again
+at the next flush; what does not fit is dropped, logged and counted. Records are
+training data, not state: losing some costs a little data, never a decision.
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from scheduler.core import SchedulerState
 from scheduler.core.transfers import TransferRecord
+from scheduler.service.redis_store import StoreUnavailable
 from scheduler.service.writer import StateWriter
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,10 @@ RECORDS_FILE = "records.jsonl"
 # beyond ``DEFAULT_KEEP_FILES``: about 1 GiB of records by default.
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_KEEP_FILES = 16
+# Records a failing store may owe before the oldest are dropped: about 10 MB of memory.
+DEFAULT_BACKLOG_MAX = 10_000
+# A store that does not answer at shutdown does not hold the shutdown up longer.
+_FINAL_FLUSH_TIMEOUT_S = 5.0
 
 
 class RecordStore(Protocol):
@@ -60,6 +72,10 @@ class ArtifactStore(Protocol):
 
     async def get(self, name: str) -> bytes | None:
         """The artifact ``name``; None when there is none."""
+
+    async def stamp(self, name: str) -> str | None:
+        """A cheap token that changes whenever ``name`` is replaced; None when absent.
+        Pollers compare it before they fetch the artifact itself."""
 
 
 class FileRecordStore:
@@ -155,35 +171,65 @@ class FileArtifactStore:
         except FileNotFoundError:
             return None
 
+    async def stamp(self, name: str) -> str | None:
+        """The file's identity: a rename over it changes the inode, a rewrite the mtime."""
+        path = self._path(name)
+        try:
+            st = await asyncio.to_thread(os.stat, path)
+        except FileNotFoundError:
+            return None
+        return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+class _Sink:
+    """One store and the records it still owes: retried at each flush, oldest dropped first."""
+
+    def __init__(self, name: str, store: RecordStore) -> None:
+        self.name = name
+        self.store = store
+        self.backlog: list[TransferRecord] = []
+        self.failing = False
+
 
 class RecordFlusher:
-    """Moves the core recorder's records to a store every ``interval_s``.
+    """Moves the core recorder's records to every store every ``interval_s``.
 
-    The drain is one writer operation (the recorder belongs to the state); the append
-    runs outside it, so a slow disk or Redis never holds up a decision. A failed append
-    drops that batch, counted and logged: records are training data, not state.
+    The drain is one writer operation (the recorder belongs to the state); the appends
+    run outside it, so a slow disk or an unreachable Redis never holds up a decision.
+    A store that fails keeps up to ``backlog_max`` records for the next flush; the rest
+    are dropped, counted per store and logged once per outage.
     """
 
     def __init__(
         self,
         writer: StateWriter,
-        store: RecordStore,
+        stores: Mapping[str, RecordStore],
         interval_s: float,
         registry: CollectorRegistry,
+        backlog_max: int = DEFAULT_BACKLOG_MAX,
     ) -> None:
         self._writer = writer
-        self._store = store
+        self._sinks = [_Sink(name, store) for name, store in stores.items()]
         self._interval_s = interval_s
+        self._backlog_max = backlog_max
         self._task: asyncio.Task[None] | None = None
         self.records = Counter(
             "p2p_scheduler_transfer_records",
-            "Transfer records, by outcome (written; dropped: the store failed or the buffer "
-            "was full).",
-            ["outcome"],
+            "Transfer records, by store (file, redis) and outcome (written; dropped: the "
+            "store failed past the backlog, or the recorder's buffer was full).",
+            ["store", "outcome"],
             registry=registry,
         )
-        self.records.labels("written")
-        self.records.labels("dropped")
+        self.backlog = Gauge(
+            "p2p_scheduler_transfer_records_backlog",
+            "Records a failing store owes, kept in memory and retried at the next flush.",
+            ["store"],
+            registry=registry,
+        )
+        for sink in self._sinks:
+            self.records.labels(sink.name, "written")
+            self.records.labels(sink.name, "dropped")
+            self.backlog.labels(sink.name).set(0)
         self._dropped_seen = 0
 
     def start(self) -> None:
@@ -196,10 +242,10 @@ class RecordFlusher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
-            await self.flush()
+            await asyncio.wait_for(self.flush(), _FINAL_FLUSH_TIMEOUT_S)
 
     async def flush(self) -> int:
-        """Drain and append now; the number of records written."""
+        """Drain and append now; the number of records drained."""
 
         def drain(state: SchedulerState, now: float, rng: random.Random) -> tuple[Any, int]:
             recorder = state.recorder
@@ -210,18 +256,44 @@ class RecordFlusher:
         batch, dropped = await self._writer.submit(drain)
         records: list[TransferRecord] = batch
         if dropped > self._dropped_seen:
-            self.records.labels("dropped").inc(dropped - self._dropped_seen)
+            # Dropped before any store saw them: every store lost them.
+            for sink in self._sinks:
+                self.records.labels(sink.name, "dropped").inc(dropped - self._dropped_seen)
             self._dropped_seen = dropped
-        if not records:
-            return 0
-        try:
-            await self._store.append([record.to_json() for record in records])
-        except Exception:
-            self.records.labels("dropped").inc(len(records))
-            log.exception("%d transfer records lost: the record store failed", len(records))
-            return 0
-        self.records.labels("written").inc(len(records))
+        await asyncio.gather(*(self._deliver(sink, records) for sink in self._sinks))
         return len(records)
+
+    async def _deliver(self, sink: _Sink, records: list[TransferRecord]) -> None:
+        batch = sink.backlog + records
+        if not batch:
+            return
+        sink.backlog = []
+        try:
+            await sink.store.append([record.to_json() for record in batch])
+        except Exception as exc:
+            kept = batch[len(batch) - self._backlog_max :] if self._backlog_max else []
+            lost = len(batch) - len(kept)
+            sink.backlog = kept
+            self.backlog.labels(sink.name).set(len(kept))
+            if lost:
+                self.records.labels(sink.name, "dropped").inc(lost)
+            if not sink.failing:
+                sink.failing = True
+                log.warning(
+                    "the %s record store failed (%s): keeping up to %d records to retry at "
+                    "each flush, dropping older ones (p2p_scheduler_transfer_records_total"
+                    '{outcome="dropped"}); scheduling goes on',
+                    sink.name,
+                    exc,
+                    self._backlog_max,
+                    exc_info=not isinstance(exc, StoreUnavailable),
+                )
+            return
+        if sink.failing:
+            sink.failing = False
+            log.info("the %s record store works again: %d records written", sink.name, len(batch))
+        self.backlog.labels(sink.name).set(0)
+        self.records.labels(sink.name, "written").inc(len(batch))
 
     async def _run(self) -> None:
         while True:
