@@ -113,13 +113,19 @@ class OriginSupplier:
                 # keeps receiving.
                 recording.append(
                     asyncio.create_task(
-                        self._record(task, index, now - piece_started, hasher.digests[index])
+                        self._record(
+                            task,
+                            index,
+                            now - piece_started,
+                            hasher.digests.pop(index),
+                            hasher.kept.pop(index, None),
+                        )
                     )
                 )
                 piece_started = now
 
         byte_range = ByteRange(layout.start(span[0]), layout.stop(span[-1]))
-        hasher = SpanHasher(layout, span[0])
+        hasher = SpanHasher(layout, span[0], keep=task.keeps_in_memory)
         try:
             await self._fetcher.fetch_range(task.fd, byte_range, whole, on_written, hasher)
         except PieceFetchError as exc:
@@ -142,6 +148,13 @@ class OriginSupplier:
         finally:
             await asyncio.gather(*recording)
 
-    async def _record(self, task: BlobTask, index: int, cost_s: float, digest: str) -> None:
-        await task.record_piece(index, digest=digest)
+    async def _record(
+        self,
+        task: BlobTask,
+        index: int,
+        cost_s: float,
+        digest: str,
+        data: list[memoryview] | None,
+    ) -> None:
+        await task.record_piece(index, digest=digest, data=data)
         self._on_piece(PieceTransfer(index, None, task.layout.size(index), cost_s, True, digest))

@@ -283,7 +283,7 @@ class SwarmSupplier:
         reporter: TransferReporter,
     ) -> None:
         layout = task.layout
-        hasher = SpanHasher(layout, index)
+        hasher = SpanHasher(layout, index, keep=task.keeps_in_memory)
         cost_s = await self._parents.fetch_piece(
             parent, task.digest, index, task.fd, layout.start(index), layout.size(index), hasher
         )
@@ -291,7 +291,9 @@ class SwarmSupplier:
         source = "seed" if parent.peer_id in swarm.seeds else "peer"
         self._metrics.download_bytes.labels(source).inc(layout.size(index))
         self._metrics.piece_cost.labels(source).observe(cost_s)
-        digest = await task.record_piece(index, swarm.digests[index], hasher.digests[index])
+        digest = await task.record_piece(
+            index, swarm.digests[index], hasher.digests[index], hasher.kept.pop(index, None)
+        )
         reporter.add(PieceTransfer(index, parent.peer_id, layout.size(index), cost_s, True, digest))
 
     async def _parent_failed(

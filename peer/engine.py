@@ -247,6 +247,8 @@ class Engine:
         self._tasks.pop(task.digest, None)
         self.index.unreserve(task.digest)
         task.close_file()
+        for read_from, count in task.verified_bytes.items():
+            self.metrics.verified_bytes.labels(read_from).inc(count)
         if task.state is TaskState.COMPLETE:
             self.index.add(task.digest, task.size_bytes)
             self.metrics.task_results.labels("complete").inc()

@@ -86,6 +86,13 @@ class PeerMetrics:
             buckets=_SECONDS_BUCKETS,
             registry=r,
         )
+        self.verified_bytes = Counter(
+            "p2p_peer_blob_verified_bytes",
+            "Bytes fed into blob digest checks, by where they were read: from memory as they "
+            "arrived, or back from the task file (pieces that arrived far ahead of the check).",
+            ["read_from"],
+            registry=r,
+        )
         self.piece_cost = Histogram(
             "p2p_peer_piece_cost_seconds",
             "Time to bring one piece in, by source (origin, peer, seed).",

@@ -130,7 +130,7 @@ class ParentClient:
                 position = offset
                 batch: list[bytes] = []
                 batched = 0
-                async for chunk in resp.content.iter_any():
+                async for chunk, _ in resp.content.iter_chunks():  # no joining copy
                     if position + batched + len(chunk) > offset + size:
                         raise ParentError("too_long", f"{url}: more than {size} bytes")
                     batch.append(chunk)

@@ -63,7 +63,13 @@ async def test_blob_downloaded_once_in_pieces_then_served_from_cache(
     # byte exactly once.
     assert counting_proxy.blob_bytes[layer] == size
     assert 1 < counting_proxy.blob_gets[layer] <= size // (2 * MiB)
-    assert engine_of(peer).complete(layer).size_bytes == size
+    engine = engine_of(peer)
+    assert engine.complete(layer).size_bytes == size
+    # Every piece arrived close enough to the in-order digest check to be checked from
+    # memory, as it arrived, rather than read back from the file.
+    verified = engine.metrics.registry.get_sample_value
+    assert verified("p2p_peer_blob_verified_bytes_total", {"read_from": "memory"}) == size
+    assert verified("p2p_peer_blob_verified_bytes_total", {"read_from": "file"}) in (None, 0)
 
 
 async def test_concurrent_clients_share_one_download(

@@ -24,3 +24,15 @@ def test_bytes_must_arrive_in_order() -> None:
     hasher = SpanHasher(PieceLayout(100, 10), 0)
     with pytest.raises(ValueError):
         hasher.update([b"x" * 5], 5)
+
+
+def test_keeps_the_bytes_of_the_pieces_asked_for() -> None:
+    data = bytes(range(256)) * 40
+    layout = PieceLayout(len(data), 4096)
+    hasher = SpanHasher(layout, 0, keep=lambda index: index != 1)
+    hasher.update([data[:3000], data[3000:7000]], 0)
+    hasher.update([data[7000:]], 7000)
+    assert set(hasher.kept) == {0, 2}
+    assert b"".join(hasher.kept[0]) == data[:4096]
+    assert b"".join(hasher.kept[2]) == data[8192:]
+    assert hasher.digests == {i: _sha(data[i * 4096 : (i + 1) * 4096]) for i in range(3)}
