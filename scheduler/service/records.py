@@ -191,6 +191,23 @@ class _Sink:
         self.failing = False
 
 
+class RecordMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "p2p_scheduler_transfer_records",
+            "Transfer records, by store (file, redis) and outcome (written; dropped: the "
+            "store failed past the backlog, or the recorder's buffer was full).",
+            ["store", "outcome"],
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "p2p_scheduler_transfer_records_backlog",
+            "Records a failing store owes, kept in memory and retried at the next flush.",
+            ["store"],
+            registry=registry,
+        )
+
+
 class RecordFlusher:
     """Moves the core recorder's records to every store every ``interval_s``.
 
@@ -213,19 +230,9 @@ class RecordFlusher:
         self._interval_s = interval_s
         self._backlog_max = backlog_max
         self._task: asyncio.Task[None] | None = None
-        self.records = Counter(
-            "p2p_scheduler_transfer_records",
-            "Transfer records, by store (file, redis) and outcome (written; dropped: the "
-            "store failed past the backlog, or the recorder's buffer was full).",
-            ["store", "outcome"],
-            registry=registry,
-        )
-        self.backlog = Gauge(
-            "p2p_scheduler_transfer_records_backlog",
-            "Records a failing store owes, kept in memory and retried at the next flush.",
-            ["store"],
-            registry=registry,
-        )
+        metrics = RecordMetrics(registry)
+        self.records = metrics.records
+        self.backlog = metrics.backlog
         for sink in self._sinks:
             self.records.labels(sink.name, "written")
             self.records.labels(sink.name, "dropped")

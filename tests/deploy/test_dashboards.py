@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry
 from peer.metrics import PeerMetrics
 from scheduler.service.metrics import SchedulerMetrics
 from scheduler.service.models import ModelMetrics
+from scheduler.service.records import RecordMetrics
+from scheduler.service.retraining import RetrainMetrics
 from scheduler.service.writer import Counts
 from tests.support.dashboards import DASHBOARDS, all_queries, load, panels
 
@@ -34,6 +36,8 @@ def _families(registry: CollectorRegistry) -> dict[str, str]:
 def _model_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     ModelMetrics(registry)
+    RecordMetrics(registry)
+    RetrainMetrics(registry)
     return registry
 
 

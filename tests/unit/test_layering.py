@@ -46,3 +46,21 @@ def test_pure_modules_do_no_io(module: str) -> None:
         and node.attr != "Random"
     ]
     assert not global_random, f"{module} uses the global random generator: {global_random}"
+
+
+def test_cluster_tls_is_a_library_of_its_own() -> None:
+    """peer, scheduler and ctl share cluster_tls; it must not import any of them."""
+    daemons = {"peer", "scheduler", "ctl", "simulations", "registry_proxy"}
+    for path in (ROOT / "cluster_tls").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not imported & daemons, f"{path.name} imports {imported & daemons}"
