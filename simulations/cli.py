@@ -3,6 +3,7 @@
 p2psim --nodes 1000 --strategy rule --seed 1 --json out.json --plot cdf.png
 p2psim --scenario simulations/scenarios/churn.yaml --strategy all
 p2psim compare --nodes 300 --seeds 10 --strategies rule,random,kraken --baseline rule
+p2psim --nodes 16 --layers-mib 4,16 --trace run.trace.jsonl   # replayable into p2p-scheduler
 
 Every scenario key is a flag of the same name (``hosts_per_rack``: ``--hosts-per-rack``)
 that overrides the scenario file; lists are comma-separated (``--layers-mib 8,16``,
@@ -78,6 +79,13 @@ def _run_parser() -> argparse.ArgumentParser:
         help="write the scheduler's transfer records of each run here (JSON lines), "
         "the training data of p2pctl model train",
     )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE",
+        help="write every call the run makes on the scheduler core, with its answer, here "
+        "(JSON lines, simulations/trace.py): replayable into p2p-scheduler",
+    )
     _scenario_flags(parser)
     _output_flags(parser)
     return parser
@@ -131,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenario = _load(args)
         strategies = STRATEGIES if args.strategy == "all" else (args.strategy or scenario.strategy,)
         runs = [scenario.replace(strategy=strategy) for strategy in strategies]
+        if args.trace and (len(runs) > 1 or args.records or runs[0].strategy == "direct"):
+            raise ScenarioError("--trace records one run of a P2P strategy, without --records")
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"p2psim: {exc}", file=sys.stderr)
         return 2
@@ -148,7 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
         started = time.perf_counter()  # wall time is reported, never simulated
-        if args.records:
+        if args.trace:
+            from simulations.trace import simulate_tracing
+
+            result, steps = simulate_tracing(run, args.trace, tick if progress.enabled else None)
+            print(f"trace: {steps} steps in {args.trace}", file=sys.stderr)
+        elif args.records:
             from simulations.records import simulate_recording
 
             result, count = simulate_recording(

@@ -153,7 +153,9 @@ class Swarm:
         root = random.Random(scenario.seed)
         # Independent streams, so that one consumer drawing more never shifts another.
         self._arrival_rng = random.Random(root.getrandbits(64))
-        self._scheduler_rng = random.Random(root.getrandbits(64))
+        # Public so a trace (simulations.trace) can seed a scheduler service the same way.
+        self.scheduler_seed = root.getrandbits(64)
+        self._scheduler_rng = random.Random(self.scheduler_seed)
         self._picker_rng = random.Random(root.getrandbits(64))
         evaluator_rng = random.Random(root.getrandbits(64))
         self._announce_rng = random.Random(root.getrandbits(64))
