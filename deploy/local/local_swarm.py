@@ -267,6 +267,9 @@ class LocalSwarm:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                # A Ctrl-C reaches the demo alone, which then stops every child itself:
+                # a child dying first would turn the interruption into a failed step.
+                start_new_session=True,
             )
             self._children.add(child)
         try:

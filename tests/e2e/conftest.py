@@ -54,6 +54,9 @@ class PeerProcess:
             [sys.executable, "-m", "peer.cli", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C meant for the caller (the demo) does not kill it
+            # behind the caller's back; the caller stops it.
+            start_new_session=True,
         )
         try:
             wait_http(f"{self.url}/healthz", timeout_s=20)
@@ -146,6 +149,7 @@ class SchedulerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "STARLING_TOKEN": self.token},
+            start_new_session=True,  # as PeerProcess
         )
         try:
             wait_http(f"{self.url}/healthz", timeout_s=20)
