@@ -1,7 +1,7 @@
 """p2psim: a flow-level, discrete-event simulator of image pulls on the real scheduler.
 
-Simulated peers go through ``scheduler.core.SchedulerState`` and pick pieces with
-``peer.piece_picker.pick_pieces``: the simulator measures the code that ships and never
+Simulated peers go through ``scheduler.core.SchedulerState`` and pick pieces with the
+conductor's ``peer.piece_picker``: the simulator measures the code that ships and never
 re-implements scheduling. Time is simulated (never the wall clock) and every random
 choice comes from a seeded ``random.Random``, so a run is deterministic for its seed.
 """

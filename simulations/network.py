@@ -40,9 +40,9 @@ whoever started the flow does its bookkeeping in one place.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable
+from heapq import heappop, heappush
 
 from simulations.clock import EventQueue
 from simulations.maxmin import max_min_rates
@@ -94,7 +94,10 @@ class Link:
         self.down = False
 
     def advance(self, now: float) -> None:
-        """Move the virtual clock to ``now`` at the current rate."""
+        """Move the virtual clock to ``now`` at the current rate.
+
+        The network's hot paths repeat these three lines instead of calling this: it
+        runs a few million times a run, and the call cost more than its body."""
         if now > self.served_at_s:
             self.served_bytes += self.rate_bps * (now - self.served_at_s)
             self.served_at_s = now
@@ -111,16 +114,25 @@ class Flow:
         "bottleneck",
         "finish_tag",
         "failed",
+        "context",
     )
 
     def __init__(
-        self, flow_id: int, links: tuple[Link, ...], size_bytes: int, now: float, on_done: FlowDone
+        self,
+        flow_id: int,
+        links: tuple[Link, ...],
+        size_bytes: int,
+        now: float,
+        on_done: FlowDone,
+        context: object = None,
     ) -> None:
         self.flow_id = flow_id
         self.links = links
         self.size_bytes = size_bytes
         self.started_at_s = now
         self.on_done = on_done
+        # Whatever the starter wants back in ``on_done`` (saves it a closure per flow).
+        self.context = context
         self.done = False
         # The link (or exact-mode lane) whose clock this flow runs on.
         self.bottleneck: Link | None = None
@@ -165,6 +177,8 @@ class Network:
         self._refill_queued = False
         # Links failed so far: while none has, starting a flow need not look for one.
         self._links_down = 0
+        # Bound once: a bound method made per queued event is an allocation per event.
+        self._link_due_callback = self._link_due
 
     def link(self, name: str, capacity_bps: float) -> Link:
         return Link(name, capacity_bps)
@@ -174,37 +188,49 @@ class Network:
         return min(link.capacity_bps / (len(link.flows) + 1) for link in links)
 
     def start(
-        self, links: tuple[Link, ...], size_bytes: int, now: float, on_done: FlowDone
+        self,
+        links: tuple[Link, ...],
+        size_bytes: int,
+        now: float,
+        on_done: FlowDone,
+        context: object = None,
     ) -> Flow:
-        """Start a flow of ``size_bytes`` over ``links``; ``on_done(flow, t)`` at its end."""
+        """Start a flow of ``size_bytes`` over ``links``; ``on_done(flow, t)`` at its end.
+
+        ``context`` is kept as ``flow.context`` for ``on_done``."""
         if not links:
             raise ValueError("a flow needs at least one link")
         self._next_id += 1
         flow_id = self._next_id
-        flow = Flow(flow_id, links, size_bytes, now, on_done)
+        flow = Flow(flow_id, links, size_bytes, now, on_done, context)
         self.active[flow_id] = flow
         if size_bytes <= 0 or (self._links_down and any(link.down for link in links)):
             flow.failed = size_bytes > 0
             self.queue.at(now, self._end_now, flow)
             return flow
-        for link in links:
-            link.flows[flow_id] = flow
         if self._exact:
+            for link in links:
+                link.flows[flow_id] = flow
             self._start_exact(flow, now)
             return flow
         best: Link = links[0]
         best_rate = INF
         fell: list[Link] = []
         for link in links:
-            share = link.capacity_bps / len(link.flows)
-            if share < link.rate_bps:
+            flows = link.flows
+            flows[flow_id] = flow
+            share = link.capacity_bps / len(flows)
+            rate = link.rate_bps
+            if share < rate:
                 # Bound flows slow down with the clock; their queued completion event
                 # finds them unfinished and queues itself again at the new time.
-                link.advance(now)
-                link.rate_bps = share
+                if now > link.served_at_s:
+                    link.served_bytes += rate * (now - link.served_at_s)
+                    link.served_at_s = now
+                link.rate_bps = rate = share
                 fell.append(link)
-            if link.rate_bps < best_rate:
-                best_rate, best = link.rate_bps, link
+            if rate < best_rate:
+                best_rate, best = rate, link
         self._bind(flow, best, float(size_bytes), now)
         for link in links:
             if link is not best and best_rate > link.others_max_bps:
@@ -260,35 +286,40 @@ class Network:
         if version != link.version:
             return  # superseded: the link queued an earlier event since
         link.due_s = INF
-        link.advance(now)
+        if now > link.served_at_s:
+            link.served_bytes += link.rate_bps * (now - link.served_at_s)
+            link.served_at_s = now
         heap = link.heap
         while heap:
-            tag, _, flow = heap[0]
+            tag, flow_id, flow = heap[0]
             if flow.bottleneck is not link or flow.finish_tag != tag or flow.done:
-                heapq.heappop(heap)  # the flow moved away or was cancelled
+                heappop(heap)  # the flow moved away or was cancelled
                 continue
             if tag - link.served_bytes > FINISH_SLACK_BYTES:
                 break
-            heapq.heappop(heap)
-            self._finish(flow, now)
+            heappop(heap)
+            # The flow is done: off its links, then its owner hears of it.
+            flow.done = True
+            del self.active[flow_id]
+            self.bytes_done += flow.size_bytes
+            bound = link.bound
+            del bound[flow_id]
+            flow.bottleneck = None
+            if not bound:
+                heap.clear()
+            self._detach(flow, now)
+            flow.on_done(flow, now)
             # Finishing changed rates; any further flow due now gets its own event.
             break
         self._reschedule(link, now)
 
-    def _finish(self, flow: Flow, now: float) -> None:
-        flow.done = True
-        del self.active[flow.flow_id]
-        self.bytes_done += flow.size_bytes
-        self._unbind(flow)
-        self._detach(flow, now)
-        flow.on_done(flow, now)
-
     def _unbind(self, flow: Flow) -> None:
         bottleneck = flow.bottleneck
         assert bottleneck is not None
-        del bottleneck.bound[flow.flow_id]
+        bound = bottleneck.bound
+        del bound[flow.flow_id]
         flow.bottleneck = None
-        if not bottleneck.bound:
+        if not bound:
             bottleneck.heap.clear()
 
     def _detach(self, flow: Flow, now: float) -> None:
@@ -302,32 +333,53 @@ class Network:
             self._queue_refill(now)
             return
         rose: list[Link] = []
+        rise = self._rise
         for link in flow.links:
             flows = link.flows
             del flows[flow_id]
-            if not flows:
-                link.advance(now)
-                link.rate_bps = link.capacity_bps
+            if flows:
+                share = link.capacity_bps / len(flows)
+                if not share > link.rate_bps * rise:
+                    continue
+            else:
+                share = link.capacity_bps
                 link.others_max_bps = 0.0
-                continue
-            share = link.capacity_bps / len(flows)
-            if share > link.rate_bps * self._rise:
-                link.advance(now)
-                link.rate_bps = share
+            if now > link.served_at_s:
+                link.served_bytes += link.rate_bps * (now - link.served_at_s)
+                link.served_at_s = now
+            link.rate_bps = share
+            if flows:
                 rose.append(link)
         for link in rose:
-            self._rise_scan(link, now)
+            # The rate rose: flows bound here whose other links are now lower move to
+            # the lowest; the others' links learn the higher rate (``others_max_bps``).
+            rate = link.rate_bps
+            movers: list[Flow] = []
+            for bound in link.bound.values():
+                for other in bound.links:
+                    if other is link:
+                        continue
+                    if other.rate_bps < rate:
+                        movers.append(bound)
+                        break
+                    if rate > other.others_max_bps:
+                        other.others_max_bps = rate
+            for bound in movers:
+                self._move(bound, _lowest(bound.links), now)
             self._reschedule(link, now)
 
     # -- the fast rule -----------------------------------------------------------------
 
     def _bind(self, flow: Flow, link: Link, remaining: float, now: float) -> None:
-        link.advance(now)
+        if now > link.served_at_s:
+            link.served_bytes += link.rate_bps * (now - link.served_at_s)
+            link.served_at_s = now
         tag = link.served_bytes + remaining
         flow.bottleneck = link
         flow.finish_tag = tag
-        link.bound[flow.flow_id] = flow
-        heapq.heappush(link.heap, (tag, flow.flow_id, flow))
+        flow_id = flow.flow_id
+        link.bound[flow_id] = flow
+        heappush(link.heap, (tag, flow_id, flow))
         due = now + remaining / link.rate_bps
         if due < link.due_s:
             self._queue_due(link, due)
@@ -336,12 +388,14 @@ class Network:
         """Re-bind a flow to ``target``, carrying its remaining bytes over."""
         source = flow.bottleneck
         assert source is not None
-        source.advance(now)
+        if now > source.served_at_s:
+            source.served_bytes += source.rate_bps * (now - source.served_at_s)
+            source.served_at_s = now
         remaining = flow.finish_tag - source.served_bytes
         del source.bound[flow.flow_id]
         # Its heap entry at the source is now stale; the source's next event may come
         # later than queued, which that event finds out itself.
-        self._bind(flow, target, max(0.0, remaining), now)
+        self._bind(flow, target, remaining if remaining > 0.0 else 0.0, now)
         rate = target.rate_bps
         for link in flow.links:
             if link is not target and rate > link.others_max_bps:
@@ -365,22 +419,6 @@ class Network:
         for flow in movers:
             self._move(flow, _lowest(flow.links), now)
 
-    def _rise_scan(self, link: Link, now: float) -> None:
-        """Flows bound here whose other links are now lower move there."""
-        rate = link.rate_bps
-        movers: list[Flow] = []
-        for flow in link.bound.values():
-            for other in flow.links:
-                if other is link:
-                    continue
-                if other.rate_bps < rate:
-                    movers.append(flow)
-                    break
-                if rate > other.others_max_bps:
-                    other.others_max_bps = rate
-        for flow in movers:
-            self._move(flow, _lowest(flow.links), now)
-
     # -- events ------------------------------------------------------------------------
 
     def _reschedule(self, link: Link, now: float) -> None:
@@ -390,12 +428,16 @@ class Network:
             tag, _, flow = heap[0]
             if flow.bottleneck is link and flow.finish_tag == tag and not flow.done:
                 break
-            heapq.heappop(heap)
-        if not heap:
+            heappop(heap)
+        else:
             link.due_s = INF
             return
-        link.advance(now)
-        due = now + max(0.0, heap[0][0] - link.served_bytes) / link.rate_bps
+        if now > link.served_at_s:
+            link.served_bytes += link.rate_bps * (now - link.served_at_s)
+            link.served_at_s = now
+        # (``x if x > 0.0 else 0.0`` is ``max(0.0, x)`` without the call.)
+        left = tag - link.served_bytes
+        due = now + (left if left > 0.0 else 0.0) / link.rate_bps
         if due < link.due_s:
             self._queue_due(link, due)
         else:
@@ -405,7 +447,7 @@ class Network:
     def _queue_due(self, link: Link, due: float) -> None:
         link.version += 1
         link.due_s = due
-        self.queue.at(due, self._link_due, (link, link.version))
+        self.queue.at(due, self._link_due_callback, (link, link.version))
 
     # -- the exact reference -----------------------------------------------------------
 

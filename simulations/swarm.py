@@ -8,8 +8,9 @@ decisions the way ``peer.conductor.SwarmSupplier`` does:
   at a time, lowest first, reporting each with no parent;
 - ``RetryLater``: ask again after ``min(after_s, MAX_RETRY_WAIT_S)``;
 - ``Parents``: keep up to ``pieces_in_flight`` piece requests going, at most
-  ``max_per_parent`` per parent, chosen by ``peer.piece_picker.pick_pieces`` with a
-  window of twice the in-flight limit, among pieces whose digest the scheduler trusts;
+  ``max_per_parent`` per parent, chosen by the peer's piece picker (``peer.piece_picker``,
+  through its bitmask entry point ``pick_pieces_masked``) with a window of twice the
+  in-flight limit, among pieces whose digest the scheduler trusts;
   look again every ``REFRESH_S`` while below the limit, and ask the scheduler for more
   parents every ``TOPUP_S`` while the parents cannot fill the pipeline (a "retry later"
   answer then keeps the parents at hand); with nothing in flight and no piece for
@@ -30,6 +31,7 @@ import collections
 import enum
 import random
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from peer.conductor import (
     BUSY_BACKOFF_S,
@@ -39,7 +41,7 @@ from peer.conductor import (
     SWARM_ORIGIN_CONCURRENCY,
     TOPUP_S,
 )
-from peer.piece_picker import pick_pieces
+from peer.piece_picker import lowest_bits, pick_pieces_masked
 from peer.seed_offer import SeedOffer
 from scheduler.core import (
     BackToSource,
@@ -55,12 +57,13 @@ from scheduler.core import (
 from simulations.churn import Churn
 from simulations.clock import EventQueue
 from simulations.evaluators import scheduler_for
-from simulations.network import Flow, Network
+from simulations.network import Flow, Link, Network
 from simulations.scenario import Scenario
 from simulations.topology import Cluster, SimHost
 from simulations.workload import Layer, image_layers
 
 PIECE_PORT = 65002
+_NO_SEEDS: frozenset[str] = frozenset()
 
 
 class _UploadSlots:
@@ -71,6 +74,16 @@ class _UploadSlots:
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self.active = 0
+
+
+# One piece request to a parent, from the moment it is sent to its piece's arrival: the
+# peer, the piece index, the parent's peer id, the path, the piece's bytes, the parent
+# host's upload slots, the parent's seed offer (None: not a seed), when it was sent and
+# whether it crosses racks.
+# A plain tuple: one is made per request, hundreds of thousands per run.
+_Request: TypeAlias = tuple[
+    "SimPeer", int, str, tuple[Link, ...], int, _UploadSlots, SeedOffer | None, float, bool
+]
 
 
 class Mode(enum.Enum):
@@ -86,8 +99,8 @@ class SimPeer:
         "peer_id",
         "node",
         "layer",
-        "have",
         "have_mask",
+        "all_mask",
         "wanted_mask",
         "in_flight",
         "load",
@@ -96,18 +109,23 @@ class SimPeer:
         "last_progress_s",
         "last_ask_s",
         "busy_until",
+        "busy_until_s",
         "poll_pending",
         "origin_queue",
+        "piece_count",
+        "is_seed",
     )
 
     def __init__(self, node: SimNode, layer: Layer) -> None:
         self.peer_id = f"{node.host.host_id}/layer-{layer.index}"
         self.node = node
         self.layer = layer
-        self.have: set[int] = set()
+        self.piece_count = layer.piece_count
+        self.is_seed = node.host.is_seed
         self.have_mask = 0  # bit i: piece i present
+        self.all_mask = (1 << layer.piece_count) - 1
         # Bit i: piece i neither present nor in flight.
-        self.wanted_mask = (1 << layer.piece_count) - 1
+        self.wanted_mask = self.all_mask
         self.in_flight: dict[int, str | None] = {}
         self.load: collections.Counter[str] = collections.Counter()
         self.parents: list[str] = []
@@ -115,11 +133,27 @@ class SimPeer:
         self.last_progress_s = 0.0
         self.last_ask_s = 0.0
         self.busy_until: dict[str, float] = {}
+        # The latest time in ``busy_until``: from then on no parent is left alone.
+        self.busy_until_s = 0.0
         self.poll_pending = False
         self.origin_queue: list[int] = []  # reversed: the lowest piece is popped first
 
+    @property
+    def have(self) -> set[int]:
+        """The pieces present. Kept as the mask alone: a set per peer was the largest
+        thing in memory, and touching it for every piece cost more than the rest of
+        the peer's bookkeeping."""
+        return set(_indices(self.have_mask))
 
-@dataclass(eq=False)
+    @have.setter
+    def have(self, pieces: set[int]) -> None:
+        mask = 0
+        for index in pieces:
+            mask |= 1 << index
+        self.have_mask = mask
+
+
+@dataclass(eq=False, slots=True)
 class SimNode:
     host: SimHost
     arrival_s: float
@@ -129,7 +163,7 @@ class SimNode:
     peers: list[SimPeer] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Counters:
     registry_bytes: int = 0
     p2p_bytes: int = 0
@@ -163,6 +197,8 @@ class Swarm:
             scenario, evaluator_rng, self.cluster, self.network
         )
         self.counters = Counters()
+        # The piece picker's window, as the conductor sets it: twice the requests in flight.
+        self._window = 2 * scenario.pieces_in_flight
         self.nodes: list[SimNode] = []
         self.seeds: list[SimNode] = []
         for host in self.cluster.hosts:
@@ -181,6 +217,13 @@ class Swarm:
         self._uploads: dict[str, _UploadSlots] = {}
         # What each seed peer offers, as peer.piece_server does on a seed.
         self._offers: dict[str, SeedOffer] = {}
+        self._request_latency_s = scenario.request_latency_s
+        self._max_per_parent = scenario.max_per_parent
+        self._pieces_in_flight = scenario.pieces_in_flight
+        # Callbacks of every piece request, bound once instead of once per request.
+        self._on_arrival = self._request_arrives
+        self._on_refusal = self._refused
+        self._on_flow_done = self._request_done
 
     # -- running ---------------------------------------------------------------------
 
@@ -301,7 +344,8 @@ class Swarm:
         self.counters.back_to_source_peers += 1
         peer.mode = Mode.ORIGIN
         peer.parents = []
-        missing = [i for i in range(peer.layer.piece_count) if i not in peer.have]
+        have = peer.have_mask
+        missing = [i for i in range(peer.piece_count) if not have >> i & 1]
         peer.origin_queue = [i for i in reversed(missing) if i not in peer.in_flight]
         # Sent by the scheduler, a peer fetches with one stream (SWARM_ORIGIN_CONCURRENCY);
         # alone (direct pulls), with its origin_concurrency.
@@ -313,67 +357,103 @@ class Swarm:
 
     def _pump(self, now: float, peer: SimPeer) -> None:
         """The conductor's loop body: start what the parents can serve, else wait or ask."""
-        assert self.state is not None
-        scenario = self.scenario
-        layer = peer.layer
         in_flight = peer.in_flight
-        slots = scenario.pieces_in_flight - len(in_flight)
-        peers = self.peers
-        offered = 0
-        for parent_id in peer.parents:
-            offered |= peers[parent_id].have_mask
-        candidates = offered & peer.wanted_mask
-        if candidates and slots > 0:
-            # The picker looks only at the first ``window`` missing pieces some parent
-            # holds, so passing just those (with a trusted digest, as the conductor
-            # requires) gives it the same input that matters and the same picks.
-            window = 2 * scenario.pieces_in_flight
-            trusted = self.state.tasks[layer.task_id].piece_digests
-            missing: list[int] = []
-            while candidates and len(missing) < window:
-                lowest = candidates & -candidates
-                index = lowest.bit_length() - 1
-                candidates ^= lowest
-                if index in trusted:
-                    missing.append(index)
-            # What each parent's piece list says: parents that refused a request for
-            # want of a slot are left alone a moment, and a seed lists what it offers.
-            availability: dict[str, set[int]] = {}
-            seeds = set()
-            for parent_id in peer.parents:
-                if peer.busy_until.get(parent_id, 0.0) > now:
-                    continue
-                parent = peers[parent_id]
-                if parent.node.host.is_seed:
-                    seeds.add(parent_id)
-                    offer = self._offers.setdefault(parent_id, SeedOffer())
-                    if offer.spread_due(now):
-                        offer.set_spread(self.state.task_spread(layer.task_id))
-                    availability[parent_id] = set(offer.offered(missing, now))
-                else:
-                    availability[parent_id] = parent.have
-            picks = pick_pieces(
-                missing,
-                availability,
-                peer.load,
-                slots=slots,
-                max_per_parent=scenario.max_per_parent,
-                window=window,
-                rng=self._picker_rng,
-                seeds=seeds,
-            )
-            for index, parent_id in picks:
-                self._request(now, peer, index, parent_id)
+        limit = self._pieces_in_flight
+        if len(in_flight) < limit and peer.parents:
+            self._pick(now, peer, limit - len(in_flight))
+        if len(in_flight) >= limit:
+            return
         if not in_flight and now - peer.last_progress_s > NO_PROGRESS_S:
             peer.mode = Mode.ASKING
-            self.queue.at(now + scenario.schedule_latency_s, self._ask, peer)
-        elif len(in_flight) < scenario.pieces_in_flight and now - peer.last_ask_s >= TOPUP_S:
+            self.queue.at(now + self.scenario.schedule_latency_s, self._ask, peer)
+        elif now - peer.last_ask_s >= TOPUP_S:
             # The parents cannot keep the pipeline full: ask for more (TOPUP_S).
             peer.mode = Mode.ASKING
-            self.queue.at(now + scenario.schedule_latency_s, self._top_up, peer)
-        elif len(in_flight) < scenario.pieces_in_flight and not peer.poll_pending:
+            self.queue.at(now + self.scenario.schedule_latency_s, self._top_up, peer)
+        elif not peer.poll_pending:
             peer.poll_pending = True
             self.queue.at(now + REFRESH_S, self._poll, peer)
+
+    def _pick(self, now: float, peer: SimPeer, slots: int) -> None:
+        """Start up to ``slots`` piece requests, chosen by the peer's piece picker."""
+        state = self.state
+        assert state is not None
+        peers = self.peers
+        task_id = peer.layer.task_id
+        trusted = state.tasks[task_id].piece_digests
+        all_trusted = len(trusted) == peer.piece_count
+        seeds: set[str] | frozenset[str] = _NO_SEEDS
+        if all_trusted and not self.seeds and peer.busy_until_s <= now:
+            # The usual case: every piece has a trusted digest (the origin sent each
+            # once), no parent is a seed or left alone for refusing, so the picker gets
+            # every parent's piece list and picks among the first ``window`` pieces the
+            # peer wants that some parent holds, as the conductor's picker does.
+            missing = peer.wanted_mask
+            availability = [(parent_id, peers[parent_id].have_mask) for parent_id in peer.parents]
+        else:
+            offered = 0
+            for parent_id in peer.parents:
+                offered |= peers[parent_id].have_mask
+            candidates = offered & peer.wanted_mask
+            if not candidates:
+                return
+            if all_trusted:
+                missing = lowest_bits(candidates, self._window)
+            else:
+                missing = self._trusted_window(candidates, trusted)
+            availability, seeds = self._listed(now, peer, missing, task_id)
+        for index, parent_id in pick_pieces_masked(
+            missing,
+            availability,
+            peer.load,
+            slots,
+            self._max_per_parent,
+            self._window,
+            self._picker_rng,
+            seeds,
+        ):
+            self._request(now, peer, index, parent_id)
+
+    def _trusted_window(self, candidates: int, trusted: dict[int, str]) -> int:
+        """The first ``window`` of ``candidates`` (pieces the peer wants and some parent
+        holds) that have a trusted digest: the picker looks at no others, so passing
+        just those gives it the same input that matters and the same picks."""
+        missing = 0
+        taken = 0
+        while candidates and taken < self._window:
+            lowest = candidates & -candidates
+            candidates ^= lowest
+            if lowest.bit_length() - 1 in trusted:
+                missing |= lowest
+                taken += 1
+        return missing
+
+    def _listed(
+        self, now: float, peer: SimPeer, missing: int, task_id: str
+    ) -> tuple[list[tuple[str, int]], set[str] | frozenset[str]]:
+        """What each parent's piece list says, and which parents are seeds: parents that
+        refused a request for want of a slot are left alone a moment, and a seed lists
+        only what it offers of ``missing`` (peer.seed_offer)."""
+        assert self.state is not None
+        busy_until = peer.busy_until
+        availability = []
+        seeds: set[str] | frozenset[str] = _NO_SEEDS
+        for parent_id in peer.parents:
+            if busy_until.get(parent_id, 0.0) > now:
+                continue
+            parent = self.peers[parent_id]
+            if parent.is_seed:
+                seeds = {parent_id} if not seeds else {*seeds, parent_id}
+                offer = self._offers.setdefault(parent_id, SeedOffer())
+                if offer.spread_due(now):
+                    offer.set_spread(self.state.task_spread(task_id))
+                offered = 0
+                for index in offer.offered(_indices(missing), now):
+                    offered |= 1 << index
+                availability.append((parent_id, offered))
+            else:
+                availability.append((parent_id, parent.have_mask))
+        return availability, seeds
 
     def _poll(self, now: float, peer: SimPeer) -> None:
         peer.poll_pending = False
@@ -387,38 +467,58 @@ class Swarm:
         peer.wanted_mask &= ~(1 << index)
         peer.load[parent_id] += 1
         parent_host = self.peers[parent_id].node.host
-        links = self.cluster.peer_path(parent_host, peer.node.host)
-        size = peer.layer.piece_sizes[index]
         uploads = self._uploads.get(parent_host.host_id)
         if uploads is None:
             uploads = self._uploads[parent_host.host_id] = _UploadSlots(self.scenario.upload_slots)
-        offer = self._offers.get(parent_id) if parent_host.is_seed else None
+        host = peer.node.host
+        request = (
+            peer,
+            index,
+            parent_id,
+            self.cluster.peer_path(parent_host, host),
+            peer.layer.piece_sizes[index],
+            uploads,
+            self._offers.get(parent_id) if parent_host.is_seed else None,
+            now,
+            parent_host.rack != host.rack,
+        )
+        self.queue.at_fifo(now + self._request_latency_s, self._on_arrival, request)
 
-        def arrive(t: float, _: object) -> None:
-            # The piece server answers "busy" with every slot taken, and a seed also for
-            # a piece it does not offer right now (peer.seed_offer).
-            if uploads.active >= uploads.slots or (offer is not None and not offer.claim(index, t)):
-                self.queue.at(t + self.scenario.request_latency_s, refused)
-                return
-            uploads.active += 1
-            self.network.start(links, size, t, done)
+    def _request_arrives(self, now: float, request: _Request) -> None:
+        _, index, _, links, size, uploads, offer, _, _ = request
+        # The piece server answers "busy" with every slot taken, and a seed also for a
+        # piece it does not offer right now (peer.seed_offer).
+        if uploads.active >= uploads.slots or (offer is not None and not offer.claim(index, now)):
+            self.queue.at_fifo(now + self._request_latency_s, self._on_refusal, request)
+            return
+        uploads.active += 1
+        self.network.start(links, size, now, self._on_flow_done, request)
 
-        def done(flow: Flow, t_done: float) -> None:
-            uploads.active -= 1
-            if offer is not None:
-                offer.release(index, t_done, sent=True)
-                self.counters.seed_upload_bytes += size
-            self._piece_done(t_done, peer, index, flow, now)
+    def _request_done(self, flow: Flow, now: float) -> None:
+        request: _Request = flow.context  # type: ignore[assignment]
+        peer, index, _, _, size, uploads, offer, requested_at_s, cross_rack = request
+        uploads.active -= 1
+        if offer is not None:
+            offer.release(index, now, sent=True)
+            self.counters.seed_upload_bytes += size
+        if flow.failed:
+            self.churn.piece_lost(now, peer, index)
+            return
+        counters = self.counters
+        counters.p2p_bytes += size
+        if cross_rack:
+            counters.cross_rack_bytes += size
+        self._piece_done(now, peer, index, size, requested_at_s)
 
-        def refused(t: float, _: object) -> None:
-            peer.in_flight.pop(index)
-            peer.wanted_mask |= 1 << index
-            peer.load[parent_id] -= 1
-            peer.busy_until[parent_id] = t + BUSY_BACKOFF_S
-            if peer.mode is Mode.PARENTS:
-                self._pump(t, peer)
-
-        self.queue.at(now + self.scenario.request_latency_s, arrive)
+    def _refused(self, now: float, request: _Request) -> None:
+        peer, index, parent_id = request[:3]
+        peer.in_flight.pop(index)
+        peer.wanted_mask |= 1 << index
+        peer.load[parent_id] -= 1
+        until = peer.busy_until[parent_id] = now + BUSY_BACKOFF_S
+        peer.busy_until_s = max(peer.busy_until_s, until)
+        if peer.mode is Mode.PARENTS:
+            self._pump(now, peer)
 
     def _origin_next(self, now: float, peer: SimPeer) -> None:
         if not peer.origin_queue:
@@ -431,37 +531,29 @@ class Swarm:
         registry = self.cluster.registry
 
         def start(t: float, _: object) -> None:
-            self.network.start(
-                links,
-                size,
-                t,
-                lambda flow, t_done: self._piece_done(t_done, peer, index, flow, now),
-            )
+            self.network.start(links, size, t, done)
 
-        registry.acquire(now, lambda t: self.queue.at(t + self.scenario.request_latency_s, start))
+        def done(flow: Flow, t_done: float) -> None:
+            if flow.failed:
+                self.churn.piece_lost(t_done, peer, index)
+                return
+            registry.release(t_done)
+            counters = self.counters
+            counters.registry_bytes += size
+            if peer.is_seed:
+                counters.seed_bytes += size
+            self._piece_done(t_done, peer, index, size, now)
+
+        registry.acquire(now, lambda t: self.queue.at(t + self._request_latency_s, start))
 
     def _piece_done(
-        self, now: float, peer: SimPeer, index: int, flow: Flow, requested_at_s: float
+        self, now: float, peer: SimPeer, index: int, size: int, requested_at_s: float
     ) -> None:
-        if flow.failed:
-            self.churn.piece_lost(now, peer, index)
-            return
+        """A piece arrived whole (the caller counted its bytes as p2p or registry)."""
         parent_id = peer.in_flight.pop(index)
-        host = peer.node.host
-        size = flow.size_bytes
-        counters = self.counters
-        counters.pieces += 1
-        if parent_id is None:
-            self.cluster.registry.release(now)
-            counters.registry_bytes += size
-            if host.is_seed:
-                counters.seed_bytes += size
-        else:
+        self.counters.pieces += 1
+        if parent_id is not None:
             peer.load[parent_id] -= 1
-            counters.p2p_bytes += size
-            if self.peers[parent_id].node.host.rack != host.rack:
-                counters.cross_rack_bytes += size
-        peer.have.add(index)
         peer.have_mask |= 1 << index
         peer.last_progress_s = now
         if self.state is not None:
@@ -469,7 +561,7 @@ class Swarm:
                 index, parent_id, size, now - requested_at_s, True, peer.layer.digests[index]
             )
             self.state.report_pieces(PiecesReported(peer.peer_id, (report,)), now)
-        if len(peer.have) == peer.layer.piece_count:
+        if peer.have_mask == peer.all_mask:
             self._peer_done(now, peer)
         elif peer.mode is Mode.ORIGIN and parent_id is None:
             self._origin_next(now, peer)
@@ -489,3 +581,13 @@ class Swarm:
             self.nodes_done += 1
             if self.complete:
                 self.queue.stop()
+
+
+def _indices(mask: int) -> list[int]:
+    """The set bits of ``mask``, ascending."""
+    indices = []
+    while mask:
+        lowest = mask & -mask
+        indices.append(lowest.bit_length() - 1)
+        mask ^= lowest
+    return indices

@@ -29,7 +29,7 @@ from simulations.scenario import Scenario
 SEED_RACK = "rack-seed"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SimHost:
     host_id: str
     index: int

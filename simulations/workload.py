@@ -9,7 +9,7 @@ from peer.pieces import PieceLayout, piece_length_for
 from simulations.scenario import Scenario
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Layer:
     index: int
     task_id: str  # the blob digest, as the scheduler sees it

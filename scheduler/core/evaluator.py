@@ -8,6 +8,7 @@ children reported, topology labels and peer progress.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -113,8 +114,8 @@ def location_affinity(parent_location: str, child_location: str) -> float:
     """
     if not parent_location or not child_location:
         return 0.0
-    parent_parts = parent_location.casefold().split(LOCATION_SEPARATOR)
-    child_parts = child_location.casefold().split(LOCATION_SEPARATOR)
+    parent_parts = _location_parts(parent_location)
+    child_parts = _location_parts(child_location)
     if parent_parts == child_parts:
         return 1.0
     matched = 0
@@ -125,6 +126,13 @@ def location_affinity(parent_location: str, child_location: str) -> float:
             break
         matched += 1
     return matched / LOCATION_DEPTH
+
+
+@functools.lru_cache(maxsize=4096)
+def _location_parts(location: str) -> tuple[str, ...]:
+    """A location's elements, case-folded. Cached: a cluster has few distinct locations
+    and every decision compares the child's with each candidate's."""
+    return tuple(location.casefold().split(LOCATION_SEPARATOR))
 
 
 def host_type(parent: Peer) -> float:
@@ -175,4 +183,16 @@ class RuleEvaluator:
         )
 
     def score(self, child: Peer, candidates: Sequence[Peer], now: float) -> list[float]:
-        return [self.terms(child, parent, now).total for parent in candidates]
+        # ``terms(...).total`` for each candidate, without building the terms.
+        child_host = child.host
+        child_idc, child_location = child_host.idc, child_host.location
+        scores = []
+        for parent in candidates:
+            parent_host = parent.host
+            scores.append(
+                LOAD_QUALITY_WEIGHT * load_quality(parent_host, now)
+                + IDC_AFFINITY_WEIGHT * idc_affinity(parent_host.idc, child_idc)
+                + LOCATION_AFFINITY_WEIGHT * location_affinity(parent_host.location, child_location)
+                + HOST_TYPE_WEIGHT * host_type(parent)
+            )
+        return scores

@@ -5,39 +5,89 @@ from __future__ import annotations
 from scheduler.core.decisions import FilterReason
 from scheduler.core.model import Peer
 
+# The walk down is taken alone for this many peers at the first question: a small
+# subtree (the usual case) is then known whole and every later question is one lookup.
+WALK_DOWN_FIRST = 64
+
 
 class Descendants:
-    """The peers downloading, directly or not, from one child; computed on first use.
+    """Answers "does this peer download, directly or not, from the child?".
 
-    Most children asking for parents are new and have no children of their own, so the
-    walk is usually empty; it runs at most once per decision, not once per candidate.
-    Walking down from the child beats walking up from each candidate: candidates are
-    usually ahead of the child, nearer the roots, with many ancestors between them.
+    A peer is a descendant of the child exactly when the child is among its ancestors,
+    so the answer can come from walking down from the child (its children, theirs, ...)
+    or up from the candidate (its parents, theirs, ...). Either walk can cover most of a
+    large swarm: the child's subtree when the child is near a root, the candidate's
+    ancestry when the candidate is deep. So the walk down starts alone (most subtrees
+    are small, and then it answers every candidate), and past ``WALK_DOWN_FIRST`` peers
+    both walks run in step, one peer at a time, and the first to settle it wins: the
+    walk down finds the candidate, or the walk up meets the child or a descendant found
+    so far (yes); either walk runs out (no).
+
+    Both walks are shared by the candidates of one decision. The walk down simply goes
+    on. A walk up that ran out saw only peers whose ancestors it saw too, none of them
+    the child: none of those peers is a descendant, so later walks up stop at them
+    (candidates' ancestries overlap: they lead to the same few roots).
+
+    Most children asking for parents are new and have no children of their own, so
+    most answers are immediate.
     """
 
-    __slots__ = ("_child", "_peer_ids")
+    __slots__ = ("_child", "_found", "_frontier", "_outside", "_started")
 
     def __init__(self, child: Peer) -> None:
         self._child = child
-        self._peer_ids: set[str] | None = None
+        # Descendants found so far, and those whose children are not looked at yet.
+        self._found: set[str] = set(child.children)
+        self._frontier: list[Peer] = list(child.children.values())
+        # Peers known not to be descendants (see above).
+        self._outside: set[str] = set()
+        self._started = False
 
     def __contains__(self, peer: Peer) -> bool:
-        if self._peer_ids is None:
-            self._peer_ids = _walk_children(self._child)
-        return peer.peer_id in self._peer_ids
+        found, frontier, outside = self._found, self._frontier, self._outside
+        if not self._started:
+            self._started = True
+            self._walk_down(WALK_DOWN_FIRST)
+        peer_id = peer.peer_id
+        if peer_id in found:
+            return True
+        if not frontier or peer_id in outside:
+            return False  # every descendant is known, or this peer is known not to be one
+        child_id = self._child.peer_id
+        # Marking peers when pushed, not when popped, keeps a dense graph (every child
+        # has several parents) from pushing the same peer once per path to it.
+        up_seen: set[str] = set(peer.parents)
+        up: list[Peer] = list(peer.parents.values())
+        while True:
+            if not up:
+                # The child is not among the candidate's ancestors, nor theirs.
+                outside.add(peer_id)
+                outside.update(up_seen)
+                return False
+            ancestor = up.pop()
+            ancestor_id = ancestor.peer_id
+            if ancestor_id == child_id or ancestor_id in found:
+                return True
+            if ancestor_id not in outside:
+                for parent_id, parent in ancestor.parents.items():
+                    if parent_id not in up_seen:
+                        up_seen.add(parent_id)
+                        up.append(parent)
+            if not frontier:
+                return False  # every descendant is known, and the candidate is not one
+            self._walk_down(1)
+            if peer_id in found:
+                return True
 
-
-def _walk_children(root: Peer) -> set[str]:
-    # Marking peers when pushed, not when popped, keeps a dense graph (every child has
-    # several parents) from pushing the same peer once per path to it.
-    seen = set(root.children)
-    stack = list(root.children.values())
-    while stack:
-        for child_id, child in stack.pop().children.items():
-            if child_id not in seen:
-                seen.add(child_id)
-                stack.append(child)
-    return seen
+    def _walk_down(self, steps: int) -> None:
+        """Look at the children of up to ``steps`` more descendants."""
+        found, frontier = self._found, self._frontier
+        while frontier and steps > 0:
+            steps -= 1
+            for peer_id, below in frontier.pop().children.items():
+                if peer_id not in found:
+                    found.add(peer_id)
+                    frontier.append(below)
 
 
 def rejection_reason(

@@ -16,18 +16,34 @@ so the filter asking "is this parent bad?" costs O(1).
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 
 
 class PieceCostWindow:
     """The last ``window`` piece costs (seconds) of one parent and its current verdict."""
 
-    __slots__ = ("_costs_s", "_factor", "_min_ratio", "_sigmas", "bad_since_s")
+    __slots__ = (
+        "_costs_s",
+        "_count",
+        "_next",
+        "_factor",
+        "_min_ratio",
+        "_sigmas",
+        "_window",
+        "bad_since_s",
+    )
 
     def __init__(self, window: int, factor: float, sigmas: float, min_ratio: float) -> None:
         if window < 2:
             raise ValueError("window must be >= 2")
-        self._costs_s: deque[float] = deque(maxlen=window)
+        # A ring of plain doubles: the costs sit side by side in memory, where a deque
+        # of float objects scattered them (a scheduler reads one window per report).
+        # The sums below are exact (``math.fsum``), so the order the ring keeps the
+        # costs in does not matter.
+        self._costs_s = array("d", bytes(8 * window))
+        self._count = 0  # costs held, up to ``window``
+        self._next = 0  # where the next cost goes: the oldest, once the ring is full
+        self._window = window
         self._factor = factor
         self._sigmas = sigmas
         self._min_ratio = min_ratio
@@ -36,9 +52,27 @@ class PieceCostWindow:
 
     def add(self, cost_s: float, now: float) -> bool:
         """Record one piece cost; returns whether this cost marks the parent as bad."""
-        earlier = list(self._costs_s)
-        self._costs_s.append(cost_s)
-        outlier = self._is_outlier(cost_s, earlier)
+        count = self._count
+        window = self._window
+        costs = self._costs_s
+        outlier = False
+        if count:
+            earlier = costs if count == window else costs[:count]  # before this cost
+            mean = math.fsum(earlier) / count
+            if count + 1 < window:
+                outlier = cost_s > self._factor * mean
+            # The threshold below is at least ``min_ratio x mean``, so a cost at most that
+            # is no outlier whatever the spread: most costs stop here, without the
+            # variance.
+            elif not cost_s <= self._min_ratio * mean:
+                variance = math.fsum((c - mean) ** 2 for c in earlier) / count
+                threshold = max(mean + self._sigmas * math.sqrt(variance), self._min_ratio * mean)
+                outlier = cost_s > threshold
+        position = self._next
+        costs[position] = cost_s
+        self._next = position + 1 if position + 1 < window else 0
+        if count < window:
+            self._count = count + 1
         self.bad_since_s = now if outlier else None
         return outlier
 
@@ -47,20 +81,4 @@ class PieceCostWindow:
         return self.bad_since_s is not None and now - self.bad_since_s < ttl_s
 
     def __len__(self) -> int:
-        return len(self._costs_s)
-
-    def _is_outlier(self, cost_s: float, earlier: list[float]) -> bool:
-        if not earlier:
-            return False
-        mean = math.fsum(earlier) / len(earlier)
-        if len(earlier) + 1 < self._window:
-            return cost_s > self._factor * mean
-        variance = math.fsum((c - mean) ** 2 for c in earlier) / len(earlier)
-        threshold = max(mean + self._sigmas * math.sqrt(variance), self._min_ratio * mean)
-        return cost_s > threshold
-
-    @property
-    def _window(self) -> int:
-        maxlen = self._costs_s.maxlen
-        assert maxlen is not None
-        return maxlen
+        return self._count

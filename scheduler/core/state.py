@@ -236,13 +236,18 @@ class SchedulerState:
         """
         child = self.peer(event.peer_id)
         task = child.task
+        peers = self.peers
+        digests = task.piece_digests
         # Digests this batch would make trusted, so a batch cannot contradict itself.
-        new_digests: dict[int, str] = {}
+        new_digests: dict[int, str] | None = None
+        # Each report's parent, if it is still here (nothing leaves during the batch).
+        parents: list[Peer | None] = []
         for number, report in enumerate(event.reports):
-            if report.piece_index >= task.piece_count:
+            index = report.piece_index
+            if index >= task.piece_count:
                 raise InvalidEventError(
                     f"reports[{number}].piece_index",
-                    f"piece {report.piece_index} outside 0..{task.piece_count - 1}",
+                    f"piece {index} outside 0..{task.piece_count - 1}",
                 )
             # Reported bytes feed the parent's upload load; more than a piece is a lie.
             if report.size_bytes > task.piece_bytes:
@@ -250,47 +255,53 @@ class SchedulerState:
                     f"reports[{number}].size_bytes",
                     f"{report.size_bytes} is more than a piece ({task.piece_bytes} bytes)",
                 )
+            parent_id = report.parent_id
             parent: Peer | None = None
-            if report.parent_id is not None:
-                if report.parent_id == child.peer_id:
+            if parent_id is not None:
+                if parent_id == child.peer_id:
                     raise InvalidEventError(
                         f"reports[{number}].parent_id", "a peer is not its own parent"
                     )
-                parent = self.peers.get(report.parent_id)
+                parent = peers.get(parent_id)
                 if parent is not None and parent.task is not task:
                     raise InvalidEventError(
                         f"reports[{number}].parent_id",
-                        f"peer {report.parent_id!r} works on another task",
+                        f"peer {parent_id!r} works on another task",
                     )
-            if not report.ok or report.digest is None:
+            parents.append(parent)
+            digest = report.digest
+            if not report.ok or digest is None:
                 continue
-            index = report.piece_index
-            trusted = task.piece_digests.get(index) or new_digests.get(index)
+            trusted = digests.get(index) or (
+                new_digests.get(index) if new_digests is not None else None
+            )
             if trusted is None:
-                if self._is_trusted_source(report.parent_id, parent):
-                    new_digests[index] = report.digest
-            elif report.digest != trusted:
+                if self._is_trusted_source(parent_id, parent):
+                    if new_digests is None:
+                        new_digests = {}
+                    new_digests[index] = digest
+            elif digest != trusted:
                 raise DigestConflictError(
-                    f"reports[{number}].digest", task.task_id, index, trusted, report.digest
+                    f"reports[{number}].digest", task.task_id, index, trusted, digest
                 )
-        for index, digest in new_digests.items():
-            task.piece_digests[index] = digest
-            task.digest_sources[index] = child.peer_id
-            child.digest_pieces.append(index)
+        if new_digests is not None:
+            for index, digest in new_digests.items():
+                digests[index] = digest
+                task.digest_sources[index] = child.peer_id
+                child.digest_pieces.append(index)
         recorder = self.recorder
-        for report in event.reports:
-            parent = self.peers.get(report.parent_id) if report.parent_id else None
+        for report, parent in zip(event.reports, parents, strict=True):
             if recorder is not None:
                 recorder.on_report(child, report, now)
             if report.ok:
                 child.last_piece_at_s = now
                 self._add_piece(child, report.piece_index)
                 if parent is not None:
-                    parent.host.record_upload(report.size_bytes, now)
-                    parent.host.record_throughput(
-                        child.host.rack_key, report.size_bytes, report.cost_s
-                    )
-                    parent.host.upload_ok_count += 1
+                    parent_host = parent.host
+                    size_bytes = report.size_bytes
+                    parent_host.record_upload(size_bytes, now)
+                    parent_host.record_throughput(child.host.rack_key, size_bytes, report.cost_s)
+                    parent_host.upload_ok_count += 1
                     if parent.costs.add(report.cost_s, now):
                         self._block(child, parent)
             elif parent is not None:

@@ -1,6 +1,9 @@
 import random
 
-from peer.piece_picker import pick_pieces
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peer.piece_picker import lowest_bits, pick_pieces, pick_pieces_masked
 
 
 def test_the_next_piece_first_then_a_spread_inside_the_window() -> None:
@@ -88,3 +91,97 @@ def test_a_seed_is_asked_only_for_pieces_no_other_parent_holds() -> None:
         )
         for index, parent in picks:
             assert parent == ("p" if index < 4 else "seed"), (index, parent)
+
+
+def _reference_picks(
+    missing: list[int],
+    availability: dict[str, set[int]],
+    parent_load: dict[str, int],
+    slots: int,
+    max_per_parent: int,
+    window: int,
+    rng: random.Random,
+    seeds: set[str],
+) -> list[tuple[int, str]]:
+    """The picker's rule spelled out plainly: the window's candidates with their holders,
+    one random tie each (the first piece excepted), one sort, then the picks."""
+    if slots <= 0 or not missing:
+        return []
+    load = {parent: parent_load.get(parent, 0) for parent in availability}
+    candidates: list[tuple[int, float, int, list[str]]] = []
+    for index in missing:
+        holders = [p for p, pieces in availability.items() if index in pieces]
+        if holders:
+            tie = -1.0 if not candidates else rng.random()
+            candidates.append((len(holders) if candidates else 0, tie, index, holders))
+            if len(candidates) >= window:
+                break
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    picks: list[tuple[int, str]] = []
+    for _, _, index, holders in candidates:
+        free = [p for p in holders if load[p] < max_per_parent]
+        if not free:
+            continue
+        if seeds:
+            free = [p for p in free if p not in seeds] or free
+        least = min(load[p] for p in free)
+        parent = rng.choice(sorted(p for p in free if load[p] == least))
+        load[parent] += 1
+        picks.append((index, parent))
+        if len(picks) >= slots:
+            break
+    return picks
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pieces=st.integers(1, 80),
+    holdings=st.lists(st.sets(st.integers(0, 79)), min_size=0, max_size=6),
+    absent=st.sets(st.integers(0, 79)),
+    loads=st.lists(st.integers(0, 5), min_size=6, max_size=6),
+    slots=st.integers(0, 10),
+    max_per_parent=st.integers(1, 4),
+    window=st.integers(0, 20),
+    seeded=st.integers(0, 2),
+    seed=st.integers(0, 2**32),
+)
+def test_set_and_mask_pickers_follow_the_reference_rule_and_random_stream(
+    pieces: int,
+    holdings: list[set[int]],
+    absent: set[int],
+    loads: list[int],
+    slots: int,
+    max_per_parent: int,
+    window: int,
+    seeded: int,
+    seed: int,
+) -> None:
+    names = [f"p{i}" for i in range(len(holdings))]
+    availability = {
+        name: {i for i in held if i < pieces} for name, held in zip(names, holdings, strict=True)
+    }
+    missing = [i for i in range(pieces) if i not in absent]
+    parent_load = dict(zip(names, loads[: len(names)], strict=True))
+    seeds = set(names[:seeded])
+    args = (parent_load, slots, max_per_parent, window)
+    expected_rng, set_rng, mask_rng = (random.Random(seed) for _ in range(3))
+    expected = _reference_picks(missing, availability, *args, expected_rng, seeds)
+    assert pick_pieces(missing, availability, *args, set_rng, seeds) == expected
+    masks = {name: sum(1 << i for i in held) for name, held in availability.items()}
+    missing_mask = sum(1 << i for i in missing)
+    assert pick_pieces_masked(missing_mask, masks.items(), *args, mask_rng, seeds) == expected
+    # The same numbers were drawn: the next one agrees.
+    assert set_rng.random() == mask_rng.random() == expected_rng.random()
+
+
+@given(mask=st.integers(0, 2**200), count=st.integers(0, 40))
+def test_lowest_bits_keeps_the_lowest_set_bits(mask: int, count: int) -> None:
+    expected = 0
+    rest = mask
+    for _ in range(count):
+        if not rest:
+            break
+        lowest = rest & -rest
+        expected |= lowest
+        rest ^= lowest
+    assert lowest_bits(mask, count) == expected

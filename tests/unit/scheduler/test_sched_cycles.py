@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from scheduler.core import FilterReason, Parents, RetryLater
+from scheduler.core import FilterReason, Parents, Peer, RetryLater, SchedulerState, filters
+from scheduler.core.filters import Descendants
 from tests.unit.scheduler.swarm import PIECES, Swarm, check_invariants
 
 
@@ -85,3 +86,42 @@ def test_random_swarms_stay_acyclic(seed: int) -> None:
         else:
             swarm.state.finish_peer(name)
         check_invariants(swarm.state)
+
+
+def _reachable_below(root: Peer) -> set[str]:
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        for peer_id, below in stack.pop().children.items():
+            if peer_id not in seen:
+                seen.add(peer_id)
+                stack.append(below)
+    return seen
+
+
+@pytest.mark.parametrize("walk_down_first", [0, filters.WALK_DOWN_FIRST])
+@pytest.mark.parametrize("seed", range(30))
+def test_descendants_answers_like_a_full_walk_down(
+    seed: int, walk_down_first: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The two-way walk gives the answer of walking the whole subtree, asked in any order
+    and any number of times, on random parent graphs (acyclic, as the filter keeps them)."""
+    monkeypatch.setattr(filters, "WALK_DOWN_FIRST", walk_down_first)
+    rng = random.Random(seed)
+    swarm = Swarm(seed=seed)
+    names = [f"p{i}" for i in range(rng.randrange(2, 90))]
+    peers = [swarm.peer(name) for name in names]
+    # Edges only from earlier to later peers in a shuffled order: no cycle.
+    order = peers[:]
+    rng.shuffle(order)
+    density = rng.random()
+    for low, child in enumerate(order):
+        for parent in order[:low]:
+            if rng.random() < density * 4 / max(1, low):
+                SchedulerState._link(child, parent)
+    for child in rng.sample(peers, min(len(peers), 8)):
+        below = _reachable_below(child)
+        descendants = Descendants(child)
+        for candidate in rng.choices(peers, k=25):
+            if candidate is not child:
+                assert (candidate in descendants) == (candidate.peer_id in below)

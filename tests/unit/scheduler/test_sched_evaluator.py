@@ -61,6 +61,16 @@ def test_terms_expose_each_part_of_the_score() -> None:
     )
 
 
+def test_scores_are_the_totals_of_the_terms_to_the_last_bit() -> None:
+    swarm = _near_idle_and_far_loaded()
+    state = swarm.state
+    child = state.peers["c"]
+    candidates = [state.peers["near"], state.peers["far"]]
+    evaluator = RuleEvaluator()
+    totals = [evaluator.terms(child, parent, swarm.now).total for parent in candidates]
+    assert evaluator.score(child, candidates, swarm.now) == totals
+
+
 @pytest.mark.parametrize(
     ("parent", "child", "expected"),
     [

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.core import FilterReason, Parents, SchedulerSettings
 from scheduler.core.piece_costs import PieceCostWindow
@@ -97,3 +100,33 @@ def test_an_outlier_report_blocks_the_parent_for_the_reporter_and_flags_it_for_a
     decision = swarm.schedule("other")
     assert isinstance(decision, Parents)
     assert "x" in [p.peer_id for p in decision.parents]
+
+
+def _reference_verdicts(costs: list[float], window: int) -> list[bool]:
+    """The rule as the module docstring states it, recomputed from scratch per cost."""
+    verdicts = []
+    for i, cost in enumerate(costs):
+        earlier = costs[max(0, i - window) : i]
+        if not earlier:
+            verdicts.append(False)
+            continue
+        mean = math.fsum(earlier) / len(earlier)
+        if len(earlier) + 1 < window:
+            verdicts.append(cost > 20.0 * mean)
+            continue
+        variance = math.fsum((c - mean) ** 2 for c in earlier) / len(earlier)
+        verdicts.append(cost > max(mean + 3.0 * math.sqrt(variance), 1.5 * mean))
+    return verdicts
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    costs=st.lists(
+        st.one_of(st.floats(0.0, 10.0), st.sampled_from([0.0, 1.0, 1.5, 100.0])),
+        max_size=80,
+    ),
+    window=st.integers(2, 12),
+)
+def test_verdicts_match_the_rule_recomputed_from_scratch(costs: list[float], window: int) -> None:
+    costs_window = PieceCostWindow(window, factor=20.0, sigmas=3.0, min_ratio=1.5)
+    assert [costs_window.add(c, now=0.0) for c in costs] == _reference_verdicts(costs, window)

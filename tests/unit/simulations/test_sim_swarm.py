@@ -268,11 +268,17 @@ def test_simulator_imports_the_scheduler_core_and_defines_no_scheduler() -> None
     assert "scheduler.core" in imported
     assert "peer.piece_picker" in imported
     # The decision and picking code comes from there, never from a copy here.
-    assert not defined & {"SchedulerState", "decide", "best_parents", "pick_pieces"}
+    assert not defined & {
+        "SchedulerState",
+        "decide",
+        "best_parents",
+        "pick_pieces",
+        "pick_pieces_masked",
+    }
     from simulations import swarm
 
     assert swarm.SchedulerState.__module__ == "scheduler.core.state"
-    assert swarm.pick_pieces.__module__ == "peer.piece_picker"
+    assert swarm.pick_pieces_masked.__module__ == "peer.piece_picker"
 
 
 def test_scenario_files_load_and_unknown_keys_are_refused(tmp_path: Path) -> None:
