@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     containerds = 0 if ctr_reason else max(0, min(args.peers, wanted))
     prepare_work_dir(args.work_dir)
     work = relative(args.work_dir)
+    # SIGINT too: a process started in the background by a non-interactive shell inherits
+    # SIGINT ignored, and Python then installs no handler of its own for it.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     swarm = LocalSwarm(args.work_dir, args.peers, containerds, args.layer_sizes)
     steps = Steps()
