@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestServer
 from peer.backsource import PieceTransfer
 from peer.rendezvous import rank
 from peer.scheduler_client import (
-    HostAnnouncement,
     SchedulerClient,
     SchedulerUnavailable,
     UseParents,
@@ -32,28 +31,12 @@ from tests.integration.scheduler.conftest import (
     piece_digest,
 )
 from tests.integration.scheduler.conftest import SchedulerClient as ApiClient
+from tests.support.announcements import host_announcement
 from tests.support.redis import RedisProcess
 
 pytestmark = pytest.mark.timeout(60)
 
 TASKS = [f"sha256:{i:064x}" for i in range(1, 40)]
-
-
-def _host(host_id: str, seed: bool = False) -> HostAnnouncement:
-    return HostAnnouncement(
-        host_id=host_id,
-        address="127.0.0.1",
-        piece_port=65002,
-        upload_capacity_bps=1e8,
-        download_capacity_bps=1e8,
-        upload_slots=4,
-        is_seed=seed,
-        idc="",
-        rack="",
-        location="",
-        upload_count=0,
-        upload_bps=0.0,
-    )
 
 
 def _url(api: ApiClient) -> str:
@@ -101,7 +84,7 @@ async def test_tasks_go_to_their_owner_and_hosts_to_every_replica(
     apis = [await make_scheduler(), await make_scheduler()]
     urls = [_url(api) for api in apis]
     client = client_for(*urls)
-    ttl_s, new_host = await client.announce(_host("h1"))
+    ttl_s, new_host = await client.announce(host_announcement("h1"))
     assert new_host and ttl_s > 0
     for api in apis:
         assert (await api.health())["hosts"] == 1
@@ -112,7 +95,7 @@ async def test_tasks_go_to_their_owner_and_hosts_to_every_replica(
         status = await api.ok("GET", "/api/v1/status")
         assert {t["task_id"] for t in status["tasks"]} == owned
     # Announcing again reports nothing new: the same live replicas, hosts known.
-    assert (await client.announce(_host("h1")))[1] is False
+    assert (await client.announce(host_announcement("h1")))[1] is False
 
 
 async def test_a_dead_owner_s_peers_move_to_the_next_replica_with_their_pieces(
@@ -124,7 +107,7 @@ async def test_a_dead_owner_s_peers_move_to_the_next_replica_with_their_pieces(
         apis[_url(api)] = api
     urls = list(apis)
     client = client_for(*urls)
-    await client.announce(_host("h1"))
+    await client.announce(host_announcement("h1"))
     task = TASKS[0]
     owner, successor = rank(task, urls)
     peer_id = f"h1_{task[7:]}"
@@ -146,7 +129,7 @@ async def test_a_dead_owner_s_peers_move_to_the_next_replica_with_their_pieces(
     await client.finished(peer_id)
     assert await _pieces_held(apis[successor], peer_id) == PIECES
     # The announce loop hears that tasks changed owners (cached blobs to register).
-    assert (await client.announce(_host("h1")))[1] is True
+    assert (await client.announce(host_announcement("h1")))[1] is True
 
 
 async def test_every_replica_down_is_unavailable(
@@ -154,7 +137,7 @@ async def test_every_replica_down_is_unavailable(
 ) -> None:
     apis = [await make_scheduler(), await make_scheduler()]
     client = client_for(*(_url(api) for api in apis))
-    await client.announce(_host("h1"))
+    await client.announce(host_announcement("h1"))
     for api in apis:
         await api.server.close()
     with pytest.raises(SchedulerUnavailable):
@@ -167,7 +150,7 @@ async def test_a_restarted_replica_gets_the_host_and_the_peer_again(
     api = await make_scheduler()
     url = _url(api)
     client = client_for(url)
-    await client.announce(_host("h1"))
+    await client.announce(host_announcement("h1"))
     task = TASKS[0]
     peer_id = f"h1_{task[7:]}"
     await _register(client, peer_id, task, "h1")
@@ -208,7 +191,7 @@ async def test_a_peer_given_one_replica_learns_the_others_from_redis(
         first = client_for(urls[0])
 
         async def learned() -> bool:
-            await first.announce(_host("h1"))  # every announcement reads the list again
+            await first.announce(host_announcement("h1"))  # every announcement reads the list again
             return first.router.live() == tuple(urls)
 
         await eventually(learned, 5, "the peer to learn both replicas")

@@ -25,7 +25,6 @@ from peer.config import PeerConfig
 from peer.daemon import PeerDaemon
 from peer.pieces import MiB
 from peer.scheduler_client import (
-    HostAnnouncement,
     SchedulerClient,
     SchedulerUnavailable,
     UseParents,
@@ -33,6 +32,7 @@ from peer.scheduler_client import (
 from registry_proxy.upstream import UpstreamConfig
 from scheduler.service.app import create_app
 from scheduler.service.config import SchedulerConfig
+from tests.support.announcements import host_announcement
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image_async
 from tests.support.polling import wait_until
@@ -261,7 +261,7 @@ async def test_a_tls_scheduler_serves_registrations_and_decisions_over_tls(
     try:
         assert client.base_url == f"https://127.0.0.1:{tls_scheduler.port}"
         for host in ("holder", "fetcher"):
-            ttl_s, _ = await client.announce(_host(host))
+            ttl_s, _ = await client.announce(host_announcement(host))
             assert ttl_s > 0
         await client.register(
             "holder_p", digest, "holder", 8 * MiB, 4 * MiB, range(2), ["sha256:" + "01" * 32] * 2
@@ -294,7 +294,7 @@ async def test_scheduler_clients_that_cannot_do_tls_with_it_fail_clearly(
     try:
         for client, message in cases:
             with pytest.raises(SchedulerUnavailable) as caught:
-                await asyncio.wait_for(client.announce(_host("h")), 10)
+                await asyncio.wait_for(client.announce(host_announcement("h")), 10)
             assert message in str(caught.value)
     finally:
         for client, _ in cases:
@@ -324,20 +324,3 @@ async def test_a_tls_peer_with_a_plain_scheduler_says_so_and_pulls_from_the_regi
         for r in caplog.records
         if r.levelno == logging.WARNING
     ), [r.getMessage() for r in caplog.records]
-
-
-def _host(host_id: str) -> HostAnnouncement:
-    return HostAnnouncement(
-        host_id=host_id,
-        address="127.0.0.1",
-        piece_port=65002,
-        upload_capacity_bps=1e8,
-        download_capacity_bps=1e8,
-        upload_slots=4,
-        is_seed=False,
-        idc="",
-        rack="",
-        location="",
-        upload_count=0,
-        upload_bps=0.0,
-    )
