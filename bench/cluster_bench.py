@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import json
 import os
 import shlex
@@ -47,7 +46,14 @@ from bench.cluster_scenarios import SCENARIOS, ClusterScenario, build_scenario
 from bench.cluster_sim import predict
 from bench.probes import host_busy_over, load_average, wait_for_quiet
 from bench.report import code_state, machine_facts, round_
-from bench.swarm_bench import LOCK_PATH, QUIET_BUSY_SHARE, first_line
+from bench.runner import (
+    LOCK_PATH,
+    add_network_flags,
+    add_work_flags,
+    hold_bench_lock,
+    raise_on_sigterm,
+)
+from bench.swarm_bench import QUIET_BUSY_SHARE, first_line
 from bench.swarm_net import (
     NamespaceNetwork,
     NetworkError,
@@ -68,10 +74,6 @@ MEASURED_CODE = ("peer", "registry_proxy", "scheduler", "simulations", "bench")
 TOP_PROCESSES = 5
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.cluster_bench",
@@ -85,24 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="which network (default: all, one after the other)",
     )
-    parser.add_argument(
-        "--peers", type=int, default=DEFAULT_PEERS, help=f"normal peers (default {DEFAULT_PEERS})"
-    )
-    parser.add_argument(
-        "--image-mib", type=int, default=64, help="image size in MiB, 5 layers (default 64)"
-    )
-    parser.add_argument(
-        "--peer-up-mbps", type=float, default=40.0, help="a peer's upload (default 40)"
-    )
-    parser.add_argument(
-        "--peer-down-mbps",
-        type=float,
-        default=80.0,
-        help="a peer's download (default 80); mixed: the fast NIC, both ways",
-    )
-    parser.add_argument(
-        "--registry-egress-mbps", type=float, default=80.0, help="registry upload (default 80)"
-    )
+    add_network_flags(parser, peers=DEFAULT_PEERS)
     parser.add_argument(
         "--uplink-down-mbps",
         type=float,
@@ -121,16 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="added to the file names: cluster-<scenario><suffix>.json (control runs)",
     )
-    parser.add_argument(
-        "--work-dir", default="/var/tmp", help="data dirs and logs (default /var/tmp)"
-    )
-    parser.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
-    parser.add_argument(
-        "--quiet-wait-s",
-        type=float,
-        default=1200.0,
-        help="before each scenario, wait up to this long for other CPU load to stop (default 1200)",
-    )
+    add_work_flags(parser, quiet_wait_s=1200.0)  # waited for before each scenario
     return parser
 
 
@@ -162,13 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name in names
     ]
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    # One run at a time (this or the swarm benchmark): the namespaces have fixed names,
-    # and a second run would take the first one's namespaces for leftovers of a crash.
-    lock = open(LOCK_PATH, "w")  # noqa: SIM115 - held until the process exits
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
+    lock = hold_bench_lock()  # one namespace benchmark at a time
+    if lock is None:
         print(f"another swarm or cluster benchmark holds {LOCK_PATH}", file=sys.stderr)
         return 2
     cleanup_notes = remove_namespaces(leftover_namespaces())

@@ -65,6 +65,7 @@ from bench.report import (
     round_,
     target_check,
 )
+from bench.runner import raise_on_sigterm
 from peer.sizes import format_size, parse_size
 from tests.support.containerd import containerd_unavailable_reason, write_hosts_toml
 from tests.support.images import PushedImage, push_image
@@ -292,10 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def _cannot_run(size_bytes: int, kinds: list[str]) -> str | None:
     if size_bytes < MiB:
         return "--layer-size must be at least 1MiB"
@@ -326,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot run the benchmark: {reason}", file=sys.stderr)
         return 2
     # A TERM (a timeout, CI) still runs the finally blocks that stop every process.
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     repeats = {
         "raw_get": args.raw_get_repeats,
         "ctr_fetch": args.ctr_fetch_repeats,

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import json
 import os
 import shlex
@@ -51,6 +50,13 @@ from typing import Any
 
 from bench.probes import host_busy_over, load_average, wait_for_quiet
 from bench.report import machine_facts, round_
+from bench.runner import (
+    LOCK_PATH,
+    add_network_flags,
+    add_work_flags,
+    hold_bench_lock,
+    raise_on_sigterm,
+)
 from bench.swarm_net import (
     LoopbackNetwork,
     NamespaceNetwork,
@@ -77,13 +83,8 @@ from tests.support.processes import ProcessFailed, log_tail
 from tests.support.registry import registry_unavailable_reason
 
 DEFAULT_OUT = "bench/results/swarm.json"
-LOCK_PATH = Path(tempfile.gettempdir()) / "starling-swarm-bench.lock"
 # Before starting, wait for the machine to be at most this busy (other sessions' tests).
 QUIET_BUSY_SHARE = 0.15
-
-
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 # Command line -------------------------------------------------------------------------
@@ -96,16 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from the registry, under kernel traffic shaping; compared with the fluid lower "
         "bound. Needs root (network namespaces).",
     )
-    parser.add_argument("--peers", type=int, default=16, help="normal peers (default 16)")
-    parser.add_argument(
-        "--image-mib", type=int, default=64, help="image size in MiB, 5 layers (default 64)"
-    )
-    parser.add_argument(
-        "--peer-up-mbps", type=float, default=40.0, help="each peer's upload (default 40)"
-    )
-    parser.add_argument(
-        "--peer-down-mbps", type=float, default=80.0, help="each peer's download (default 80)"
-    )
+    add_network_flags(parser, peers=16)
     parser.add_argument(
         "--seed-up-mbps", type=float, default=None, help="the seed's upload (default: a peer's)"
     )
@@ -114,12 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="the seed's download (default: a peer's)",
-    )
-    parser.add_argument(
-        "--registry-egress-mbps",
-        type=float,
-        default=80.0,
-        help="the registry's upload (default 80)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="p2p + direct rounds; medians (default 1)"
@@ -146,17 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="p2p clients retry their mirror after an error instead of falling back to the "
         "registry as containerd does (default: fall back): the swarm's own makespan",
     )
-    parser.add_argument(
-        "--work-dir", default="/var/tmp", help="where data dirs and logs go (default /var/tmp)"
-    )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON result (default {DEFAULT_OUT})")
-    parser.add_argument("--keep-work", action="store_true", help="keep logs and data dirs")
-    parser.add_argument(
-        "--quiet-wait-s",
-        type=float,
-        default=120.0,
-        help="wait up to this long for other CPU load to stop before starting (default 120)",
-    )
+    add_work_flags(parser, quiet_wait_s=120.0)
     return parser
 
 
@@ -184,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason := registry_unavailable_reason():
         print(f"cannot run the benchmark: {reason}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
     code = code_state()
@@ -193,13 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         args.quiet_wait_s, QUIET_BUSY_SHARE, progress
     )
 
-    # One run at a time: the namespaces have fixed names, and a second run would take the
-    # first one's namespaces for leftovers of a crash.
-    lock = open(LOCK_PATH, "w")  # noqa: SIM115 - held until the process exits
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        print(f"another swarm benchmark holds {LOCK_PATH}", file=sys.stderr)
+    lock = hold_bench_lock()  # one namespace benchmark at a time
+    if lock is None:
+        print(f"another swarm or cluster benchmark holds {LOCK_PATH}", file=sys.stderr)
         return 2
     cleanup_notes: list[str] = []
     if os.geteuid() == 0 and shutil.which("ip"):
