@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import yaml
@@ -134,7 +134,21 @@ class SchedulerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> SchedulerProcess:
+    def start(self) -> Self:
+        self._spawn()
+        try:
+            self._wait_until_healthy()
+        except Exception as exc:
+            self.kill()
+            raise RuntimeError(
+                f"p2p-scheduler did not start: {exc}\n{log_tail(self.log_path)}"
+            ) from exc
+        return self
+
+    def _wait_until_healthy(self) -> None:
+        wait_http(f"{self.url}/healthz", timeout_s=20)
+
+    def _spawn(self) -> None:
         log = self.log_path.open("ab")
         self._process = subprocess.Popen(
             [
@@ -151,14 +165,6 @@ class SchedulerProcess:
             env={**os.environ, "STARLING_TOKEN": self.token},
             start_new_session=True,  # as PeerProcess
         )
-        try:
-            wait_http(f"{self.url}/healthz", timeout_s=20)
-        except Exception as exc:
-            self.kill()
-            raise RuntimeError(
-                f"p2p-scheduler did not start: {exc}\n{log_tail(self.log_path)}"
-            ) from exc
-        return self
 
     def kill(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -9,7 +9,6 @@ and a piece server with ``--ca-file`` and says what to do without it.
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image
 from tests.support.polling import POLL_INTERVAL_S
 from tests.support.ports import http_status
-from tests.support.processes import log_tail
 from tests.support.registry import RegistryProcess
 from tests.support.tls import CertFiles, ClusterCA
 
@@ -46,28 +44,15 @@ class TLSSchedulerProcess(SchedulerProcess):
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def start(self) -> TLSSchedulerProcess:
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scheduler.service.cli",
-                "--config",
-                str(self.config_path),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-            ],
-            stdout=self.log_path.open("ab"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "STARLING_TOKEN": self.token},
-        )
+    def _wait_until_healthy(self) -> None:
+        """As the plain scheduler's, but over https trusting the cluster CA."""
         deadline = time.monotonic() + 20
         while self.get("/healthz") is None:
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"p2p-scheduler did not start\n{log_tail(self.log_path)}")
+            if self._process is None or self._process.poll() is not None:
+                raise RuntimeError("p2p-scheduler exited")
+            if time.monotonic() > deadline:
+                raise TimeoutError("no answer on /healthz within 20 s")
             time.sleep(POLL_INTERVAL_S)
-        return self
 
     def get(self, path: str) -> Any:
         """The JSON answer over https, trusting the cluster CA; None if none came."""
