@@ -240,8 +240,11 @@ class SwarmSupplier:
                         self._adopt(swarm, answer)
             return None
         finally:
-            for fetch in fetches.values():
-                fetch.cancel()
+            # A fetch whose piece is already recorded has only its bookkeeping and its
+            # report left: let it finish, or the scheduler never hears of that piece.
+            for index, fetch in fetches.items():
+                if not task.has_piece(index):
+                    fetch.cancel()
             await asyncio.gather(*fetches.values(), return_exceptions=True)
 
     def _adopt(self, swarm: _Swarm, decision: UseParents) -> None:
