@@ -16,10 +16,19 @@ from peer.scheduler_client import SchedulerClient, SchedulerRejected, SchedulerU
 
 log = logging.getLogger(__name__)
 
+# Reports go out at least this often, and at once when this many are pending (p2psim
+# batches its simulated peers' reports the same way).
+REPORT_INTERVAL_S = 0.2
+REPORT_BATCH = 64
+
 
 class TransferReporter:
     def __init__(
-        self, client: SchedulerClient, peer_id: str, interval_s: float = 0.2, batch: int = 64
+        self,
+        client: SchedulerClient,
+        peer_id: str,
+        interval_s: float = REPORT_INTERVAL_S,
+        batch: int = REPORT_BATCH,
     ) -> None:
         self._client = client
         self._peer_id = peer_id

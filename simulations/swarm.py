@@ -20,9 +20,13 @@ A parent's piece server takes ``upload_slots`` uploads at once and refuses more 
 the child leaves it alone for ``BUSY_BACKOFF_S``); a seed offers and serves only what
 ``peer.seed_offer.SeedOffer`` allows, as ``peer.piece_server`` does.
 
-Every piece is reported with its cost and digest, and a finished peer calls
-``finish_peer``. The parents' piece lists are read from the simulated peers at once
-(the real peer reads them over HTTP every ``REFRESH_S``).
+Every piece is reported with its cost and digest, batched as ``peer.reporter`` does: a
+batch goes out ``REPORT_INTERVAL_S`` after its first report, or at once with
+``REPORT_BATCH`` pending, and the last one just before a finished peer calls
+``finish_peer``. Until then the scheduler does not know the piece is there, nor trust
+its digest if it came from the origin or a seed. The parents' piece lists are read
+from the simulated peers at once (the real peer reads them over HTTP every
+``REFRESH_S``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from peer.conductor import (
     TOPUP_S,
 )
 from peer.piece_picker import lowest_bits, pick_pieces_masked
+from peer.reporter import REPORT_BATCH, REPORT_INTERVAL_S
 from peer.seed_offer import SeedOffer
 from scheduler.core import (
     BackToSource,
@@ -114,6 +119,8 @@ class SimPeer:
         "origin_queue",
         "piece_count",
         "is_seed",
+        "pending_reports",
+        "report_due",
     )
 
     def __init__(self, node: SimNode, layer: Layer) -> None:
@@ -137,6 +144,9 @@ class SimPeer:
         self.busy_until_s = 0.0
         self.poll_pending = False
         self.origin_queue: list[int] = []  # reversed: the lowest piece is popped first
+        # Reports not sent to the scheduler yet, and whether a send is already queued.
+        self.pending_reports: list[PieceReport] = []
+        self.report_due = False
 
     @property
     def have(self) -> set[int]:
@@ -557,10 +567,17 @@ class Swarm:
         peer.have_mask |= 1 << index
         peer.last_progress_s = now
         if self.state is not None:
-            report = PieceReport(
-                index, parent_id, size, now - requested_at_s, True, peer.layer.digests[index]
+            pending = peer.pending_reports
+            pending.append(
+                PieceReport(
+                    index, parent_id, size, now - requested_at_s, True, peer.layer.digests[index]
+                )
             )
-            self.state.report_pieces(PiecesReported(peer.peer_id, (report,)), now)
+            if len(pending) >= REPORT_BATCH:
+                self._send_reports(now, peer)
+            elif not peer.report_due:
+                peer.report_due = True
+                self.queue.at(now + REPORT_INTERVAL_S, self._report_timer, peer)
         if peer.have_mask == peer.all_mask:
             self._peer_done(now, peer)
         elif peer.mode is Mode.ORIGIN and parent_id is None:
@@ -568,9 +585,23 @@ class Swarm:
         elif peer.mode is Mode.PARENTS:
             self._pump(now, peer)
 
+    def _report_timer(self, now: float, peer: SimPeer) -> None:
+        peer.report_due = False
+        self._send_reports(now, peer)
+
+    def _send_reports(self, now: float, peer: SimPeer) -> None:
+        pending = peer.pending_reports
+        if not pending:
+            return
+        peer.pending_reports = []
+        # A crashed node's unsent reports die with it; the scheduler dropped its peers.
+        if self.state is not None and not peer.node.host.failed:
+            self.state.report_pieces(PiecesReported(peer.peer_id, tuple(pending)), now)
+
     def _peer_done(self, now: float, peer: SimPeer) -> None:
         peer.mode = Mode.DONE
         if self.state is not None:
+            self._send_reports(now, peer)
             self.state.finish_peer(peer.peer_id)
         node = peer.node
         node.layers_done += 1
