@@ -17,19 +17,28 @@ Issue 4's targets on a 2-core machine: 1,000 nodes with a 1 GiB image in at most
 ships). The simulation is single-threaded; other load on the machine slows it, so the
 machine's busy share just before the runs and the load average are recorded with the
 figures. Results go to ``bench/results/sim.json`` and a table on stdout.
+
+The runs use p2psim's compiled modules when ``make sim-accel`` built them
+(``simulations/accel.py``; ``parameters.modules`` says which ran). With them, the
+1,000-node rule run is repeated with the pure-Python modules in a child process, and
+``pure_python`` holds its times, the speed-up and whether the results are the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.probes import host_busy_over, load_average
 from bench.report import machine_facts, round_
+from simulations import accel
 from simulations.progress import Progress
 from simulations.report import RunResult, simulate
 from simulations.scenario import Scenario, load_scenario
@@ -53,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--no-pure",
+        action="store_true",
+        help="with the compiled modules, do not also time the pure-Python modules",
+    )
     return parser
 
 
@@ -115,6 +129,30 @@ def _targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
+def _pure_python(nodes: int, seed: int, compiled: dict[str, Any]) -> dict[str, Any]:
+    """The same rule run with the pure-Python modules, in a child process (a process
+    loads one or the other), for the speed-up measured in this run."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "pure.json"
+        argv = ["--sizes", str(nodes), "--strategies", "rule", "--seed", str(seed)]
+        subprocess.run(
+            [sys.executable, "-m", "bench.sim_bench", *argv, "--no-pure", "--out", str(out)],
+            env={**os.environ, accel.ENV: "0"},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        pure: dict[str, Any] = json.loads(out.read_text())["runs"][0]
+    same = ("makespan_s", "events", "completion_p99_s", "registry_images")
+    return {
+        "nodes": nodes,
+        "strategy": "rule",
+        "wall_s": pure["wall_s"],
+        "cpu_s": pure["cpu_s"],
+        "same_results": all(pure[key] == compiled[key] for key in same),
+        "compiled_speedup_cpu": round_(pure["cpu_s"] / compiled["cpu_s"], 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
@@ -139,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(_figures(result, wall_s, cpu_s))
             print(_table(runs[-1:]).splitlines()[-1], flush=True)
     checks = _targets(runs)
+    pure = None
+    reference = next((r for r in runs if r["nodes"] == 1000 and r["strategy"] == "rule"), None)
+    if accel.status.startswith("compiled") and not args.no_pure and reference is not None:
+        pure = _pure_python(1000, args.seed, reference)
     report = {
         "benchmark": "sim",
         "machine": {
@@ -152,15 +194,19 @@ def main(argv: list[str] | None = None) -> int:
             "scenario": "defaults (simulations/scenario.py); 10000 nodes: "
             "simulations/scenarios/10k.yaml",
             "sharing": "fast",
+            # simulations/accel.py: compiled with mypyc, or why the pure modules ran.
+            "modules": accel.status,
         },
         "units": {
             "wall_s": "wall time of simulate(): cluster built, run to the last node",
             "makespan_s": "simulated seconds until the last node has every layer",
+            "pure_python.compiled_speedup_cpu": "CPU seconds pure / CPU seconds compiled",
             "makespan_over_bound": "makespan / max(F/u_s, F/d_min, N F/(u_s + sum u_i))",
             "registry_images": "bytes the registry served / image bytes",
         },
         "runs": runs,
         "targets": checks,
+        "pure_python": pure,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -170,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{check['what']}: {check['measured_s']:.1f} s ({check['cpu_s']:.1f} s CPU), "
             f"target {check['target']}: {verdict}"
+        )
+    print(f"modules: {accel.status}")
+    if pure is not None:
+        print(
+            f"pure Python, rule, 1000 nodes: {pure['cpu_s']:.1f} s CPU, compiled "
+            f"{pure['compiled_speedup_cpu']:.2f}x faster, same results: {pure['same_results']}"
         )
     print(f"results: {args.out}")
     return 0 if all(run["complete"] for run in runs) else 1

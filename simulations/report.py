@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulations import accel
 from simulations.bound import lower_bound_s
 from simulations.scenario import Scenario
 from simulations.swarm import Swarm
@@ -150,7 +151,9 @@ def summary(result: RunResult, wall_s: float | None = None) -> str:
         f"makespan/bound {result.makespan_over_bound:.2f}",
     ]
     if wall_s is not None:
-        lines.append(f"  wall time         {wall_s:9.2f} s  ({result.events} events)")
+        lines.append(
+            f"  wall time         {wall_s:9.2f} s  ({result.events} events, {accel.label()})"
+        )
     return "\n".join(lines)
 
 

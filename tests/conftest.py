@@ -7,6 +7,7 @@ completely: processes stopped, temp dirs removed.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,11 @@ import pytest
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
+
+# The tests check p2psim's pure-Python modules, the reference; a compiled build in
+# build/sim-accel would otherwise replace them (tests/unit/simulations/test_sim_accel.py
+# checks that build against them). Before anything imports `simulations`.
+os.environ.setdefault("STARLING_SIM_ACCEL", "0")
 
 from tests.support.containerd import (  # noqa: E402
     ContainerdProcess,
