@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="racks: each rack's downlink (default 80); its uplink is this x up/down",
     )
     parser.add_argument(
+        "--rack-gateways",
+        type=int,
+        default=0,
+        help="the scheduler's scheduling.rack_gateways, also given to p2psim (default 0, off)",
+    )
+    parser.add_argument(
         "--sim-seeds", type=int, default=5, help="p2psim runs per strategy (default 5)"
     )
     parser.add_argument("--skip-direct", action="store_true", help="only the P2P round")
@@ -119,8 +125,12 @@ def unavailable_reason() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.peers < 2 or args.image_mib < 1 or args.sim_seeds < 1:
-        print("--peers must be at least 2, --image-mib and --sim-seeds at least 1", file=sys.stderr)
+    if args.peers < 2 or args.image_mib < 1 or args.sim_seeds < 1 or args.rack_gateways < 0:
+        print(
+            "--peers must be at least 2, --image-mib and --sim-seeds at least 1, "
+            "--rack-gateways at least 0",
+            file=sys.stderr,
+        )
         return 2
     if reason := unavailable_reason():
         print(f"cannot run the cluster benchmark: {reason}", file=sys.stderr)
@@ -135,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             args.peer_down_mbps,
             args.registry_egress_mbps,
             args.uplink_down_mbps,
+            args.rack_gateways,
         )
         for name in names
     ]

@@ -51,6 +51,10 @@ class ClusterRun(SwarmRun):
             paths.append((f"peer00 -> {other.name} (across racks)", first, other))
         return paths
 
+    def scheduling(self) -> dict[str, Any]:
+        gateways = self.scenario.rack_gateways
+        return {"rack_gateways": gateways} if gateways else {}
+
     def client_concurrency(self, node: Node) -> int:
         """The seed's client asks for every blob at once, as p2psim's seed starts them all."""
         if node.name == "seed" and self.image is not None:

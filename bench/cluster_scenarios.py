@@ -54,6 +54,8 @@ class ClusterScenario:
     racks: int = 0
     uplink_up_mbps: float = 0.0
     uplink_down_mbps: float = 0.0
+    # The scheduler's scheduling.rack_gateways (0: its default, off).
+    rack_gateways: int = 0
 
     @property
     def hosts_per_rack(self) -> int:
@@ -121,6 +123,7 @@ def build_scenario(
     peer_down_mbps: float = 80.0,
     registry_egress_mbps: float = 80.0,
     uplink_down_mbps: float = 80.0,
+    rack_gateways: int = 0,
 ) -> ClusterScenario:
     """The scenario ``name`` at this size; the rates are the homogeneous ones."""
 
@@ -130,6 +133,7 @@ def build_scenario(
             peers=peers,
             image_mib=image_mib,
             registry_egress_mbps=registry_egress_mbps,
+            rack_gateways=rack_gateways,
             **rates,
         )
 

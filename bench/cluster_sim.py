@@ -75,6 +75,7 @@ def sim_scenario(scn: ClusterScenario, blob_bytes: Sequence[int], strategy: str,
         "announce_interval_s": peer.announce_interval_s,
         "layer_concurrency": CLIENT_CONCURRENCY,
         "layers_mib": tuple(size / MiB for size in blob_bytes),
+        "rack_gateways": scn.rack_gateways,
     }
     up, down = scn.peer_up_mbps, scn.peer_down_mbps
     if len(set(up)) > 1 or len(set(down)) > 1:

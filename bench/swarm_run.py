@@ -284,10 +284,18 @@ class SwarmRun:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def scheduling(self) -> dict[str, Any]:
+        """The scheduler's ``scheduling:`` settings; empty: its defaults."""
+        return {}
+
     def _start_scheduler(self, work: Path) -> Daemon:
         node = self.nodes["scheduler"]
         listen = f"{node.address}:{node.ports['scheduler']}"
         argv = [sys.executable, "-m", "scheduler.service.cli", "--listen", listen]
+        if scheduling := self.scheduling():
+            config_path = work / "scheduler.yaml"
+            config_path.write_text(yaml.safe_dump({"scheduling": scheduling}))
+            argv += ["--config", str(config_path)]
         daemon = start_daemon("scheduler", node, argv, work, env={"STARLING_TOKEN": TOKEN})
         node.wait_http(f"{node.url('scheduler')}/healthz", START_TIMEOUT_S, daemon.check_alive)
         return daemon

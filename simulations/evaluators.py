@@ -110,7 +110,7 @@ def scheduler_for(
     strategy = scenario.strategy
     if strategy == "direct":
         return None
-    settings = SchedulerSettings()
+    settings = SchedulerSettings(rack_gateways=scenario.rack_gateways)
     evaluator: Evaluator
     if strategy == "random":
         evaluator = RandomEvaluator(rng)
@@ -118,7 +118,9 @@ def scheduler_for(
         evaluator = KrakenEvaluator(rng)
     elif strategy == "oracle":
         evaluator = OracleEvaluator(cluster, network)
-        settings = SchedulerSettings(candidate_sample_size=ORACLE_SAMPLE_SIZE)
+        settings = SchedulerSettings(
+            candidate_sample_size=ORACLE_SAMPLE_SIZE, rack_gateways=scenario.rack_gateways
+        )
     elif strategy == "learned":
         evaluator = learned_evaluator(scenario.model_path)
     else:

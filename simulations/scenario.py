@@ -60,6 +60,8 @@ class Scenario:
     max_per_parent: int = 4
     origin_concurrency: int = 4
     announce_interval_s: float = 10.0
+    # Scheduler: rack gateways per task and rack (SchedulerSettings.rack_gateways; 0 off).
+    rack_gateways: int = 0
     # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
     layer_concurrency: int = 3
     seed_peers: int = 0

@@ -97,12 +97,23 @@ def rejection_reason(
     now: float,
     bad_parent_ttl_s: float,
     keep_moving_parent_s: float = 0.0,
+    other_racks: bool = True,
 ) -> FilterReason | None:
-    """The first reason ``candidate`` cannot serve ``child``, or None if it can."""
+    """The first reason ``candidate`` cannot serve ``child``, or None if it can.
+
+    ``other_racks`` False: the child may only take normal peers of its own rack (and
+    seed peers) as parents; see :func:`may_use_other_racks`.
+    """
     if candidate is child:
         return FilterReason.SELF
     if candidate.host is child.host:
         return FilterReason.SAME_HOST
+    if (
+        not other_racks
+        and candidate.host.rack_key != child.host.rack_key
+        and not candidate.host.is_seed
+    ):
+        return FilterReason.OTHER_RACK
     if candidate.peer_id in child.blocked_parent_ids:
         return FilterReason.BLOCKED
     if candidate.costs.is_bad(now, bad_parent_ttl_s):
@@ -118,6 +129,24 @@ def rejection_reason(
     if candidate.parents and candidate in descendants:
         return FilterReason.CYCLE
     return None
+
+
+def may_use_other_racks(child: Peer, gateways: int, patience: int) -> bool:
+    """Whether ``child`` may take normal peers of other racks as parents.
+
+    With ``gateways`` 0 (off), a child without a rack label, a seed, one of the first
+    ``gateways`` normal peers of its rack in the task, or one that was told to retry
+    ``patience`` times in a row: yes. The others wait for their rack's gateways, so the
+    rack's uplink carries each piece about once.
+    """
+    host = child.host
+    return (
+        gateways == 0
+        or not host.rack
+        or host.is_seed
+        or child.retry_count >= patience
+        or child.task.is_rack_gateway(child, gateways)
+    )
 
 
 def _keeps_feeding(child: Peer, candidate: Peer, now: float, keep_moving_parent_s: float) -> bool:

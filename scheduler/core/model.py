@@ -126,6 +126,7 @@ class Task:
         "holders_by_idc",
         "holders_by_rack",
         "complete_peers",
+        "rack_peers",
         "availability",
         "seed_peer_count",
         "normal_back_to_source_count",
@@ -148,6 +149,9 @@ class Task:
         self.holders_by_rack: dict[tuple[str, str], RandomSet[Peer]] = {}
         # Peers holding every piece: they can serve any child, whatever it lacks.
         self.complete_peers: RandomSet[Peer] = RandomSet()
+        # Normal peers by rack, in registration order: the first few of a rack are its
+        # gateways to other racks (SchedulerSettings.rack_gateways).
+        self.rack_peers: dict[tuple[str, str], dict[str, Peer]] = {}
         # availability[i]: how many live peers hold piece i.
         self.availability = [0] * self.piece_count
         self.seed_peer_count = 0
@@ -157,6 +161,28 @@ class Task:
         # came from the origin or a seed peer, and the id of the peer that reported it.
         self.piece_digests: dict[int, str] = {}
         self.digest_sources: dict[int, str] = {}
+
+    def index_member(self, peer: Peer) -> None:
+        host = peer.host
+        if host.rack and not host.is_seed:
+            self.rack_peers.setdefault(host.rack_key, {})[peer.peer_id] = peer
+
+    def unindex_member(self, peer: Peer) -> None:
+        members = self.rack_peers.get(peer.host.rack_key)
+        if members is not None and members.pop(peer.peer_id, None) is not None and not members:
+            del self.rack_peers[peer.host.rack_key]
+
+    def is_rack_gateway(self, peer: Peer, gateways: int) -> bool:
+        """Whether ``peer`` is among the first ``gateways`` normal peers of its rack."""
+        members = self.rack_peers.get(peer.host.rack_key)
+        if members is None:
+            return True
+        for rank, peer_id in enumerate(members):
+            if rank >= gateways:
+                return False
+            if peer_id == peer.peer_id:
+                return True
+        return False
 
     def index_holder(self, peer: Peer) -> None:
         host = peer.host

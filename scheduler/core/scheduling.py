@@ -16,7 +16,7 @@ from scheduler.core import quota
 from scheduler.core.decisions import Decision, ParentChoice, Parents, Rejection
 from scheduler.core.errors import SchedulerError
 from scheduler.core.evaluator import Evaluator
-from scheduler.core.filters import Descendants, rejection_reason
+from scheduler.core.filters import Descendants, may_use_other_racks, rejection_reason
 from scheduler.core.model import Peer
 from scheduler.core.sampling import sample_candidates, sample_complete
 from scheduler.core.settings import SchedulerSettings
@@ -50,6 +50,7 @@ def best_parents(
     descendants = Descendants(child)
     survivors: list[Peer] = []
     rejected: list[Rejection] = []
+    other_racks = may_use_other_racks(child, settings.rack_gateways, settings.rack_gateway_patience)
 
     def screen(candidates: list[Peer]) -> None:
         for candidate in candidates:
@@ -60,6 +61,7 @@ def best_parents(
                 now,
                 settings.bad_parent_ttl_s,
                 settings.keep_moving_parent_s,
+                other_racks,
             )
             if reason is None:
                 survivors.append(candidate)

@@ -50,6 +50,17 @@ class SchedulerSettings:
     keep_moving_parent_s: float = 5.0
     # Hosts that have not announced for this long are expired with their peers.
     host_ttl_s: float = 60.0
+    # Racks behind oversubscribed uplinks: per task and rack, only the first
+    # ``rack_gateways`` normal peers (in registration order, among those still there)
+    # take parents from other racks; the rest of the rack fetches from them, from each
+    # other and from seed peers, so a piece crosses into a rack about once instead of
+    # once per peer. 0 turns it off (the default: with uplinks that are no bottleneck it
+    # only delays the rack's peers behind its gateways). Hosts without a rack label are
+    # never held back.
+    rack_gateways: int = 0
+    # A peer held back this way that is told "retry later" this many times in a row
+    # (no parent in its rack has what it needs) may take parents from other racks.
+    rack_gateway_patience: int = 8
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -187,6 +187,7 @@ class SchedulerState:
         self.peers[peer.peer_id] = peer
         host.peers[peer.peer_id] = peer
         task.peers[peer.peer_id] = peer
+        task.index_member(peer)
         task.seed_peer_count += int(host.is_seed)
         try:
             self._trust_whole_blob_digests(peer, event.piece_digests)
@@ -446,6 +447,8 @@ class SchedulerState:
         holders = [peer for peer in host.peers.values() if peer.pieces_mask]
         for peer in holders:
             peer.task.unindex_holder(peer)
+        for peer in host.peers.values():
+            peer.task.unindex_member(peer)
         if seed_changes:
             change = 1 if event.is_seed else -1
             self._seed_host_count += change
@@ -454,6 +457,9 @@ class SchedulerState:
         host.idc, host.rack, host.is_seed = event.idc, event.rack, event.is_seed
         for peer in holders:
             peer.task.index_holder(peer)
+        # Back at the end of their new rack's line: they joined it just now.
+        for peer in host.peers.values():
+            peer.task.index_member(peer)
 
     def _add_pieces(self, peer: Peer, pieces: frozenset[int]) -> None:
         for index in sorted(pieces):
@@ -492,6 +498,7 @@ class SchedulerState:
         if peer.holds_quota:
             task.normal_back_to_source_count -= 1
         task.seed_peer_count -= int(host.is_seed)
+        task.unindex_member(peer)
         del self.peers[peer.peer_id]
         del host.peers[peer.peer_id]
         del task.peers[peer.peer_id]

@@ -67,6 +67,7 @@ Config file (YAML; unknown keys are an error), with the defaults:
     candidate_sample_size: 15
     parents_per_decision: 4
     back_to_source_quota: 1
+    rack_gateways: 0     # 1: racks behind oversubscribed uplinks (README)
     ...
 """
 

@@ -142,6 +142,13 @@ def check_invariants(state: SchedulerState) -> None:
             expected = sum(1 for p in task.peers.values() if p.pieces_mask >> index & 1)
             assert task.availability[index] == expected
         assert task.seed_peer_count == sum(p.host.is_seed for p in task.peers.values())
+        by_rack: dict[tuple[str, str], list[str]] = {}
+        for p in task.peers.values():
+            if p.host.rack and not p.host.is_seed:
+                by_rack.setdefault(p.host.rack_key, []).append(p.peer_id)
+        assert {k: sorted(v) for k, v in by_rack.items()} == {
+            k: sorted(v) for k, v in task.rack_peers.items()
+        }
         assert task.normal_back_to_source_count == sum(p.holds_quota for p in task.peers.values())
     _check_acyclic(state)
 

@@ -43,6 +43,13 @@ def _nothing_needed(swarm: Swarm) -> None:
     swarm.peer("x", pieces=[1, 2])
 
 
+def _other_rack(swarm: Swarm) -> None:
+    swarm.state.settings = SchedulerSettings(rack_gateways=1)
+    swarm.peer("gateway", rack="r1")  # first in r1: the rack's gateway, not c
+    swarm.peer("c", rack="r1")
+    swarm.full("x", rack="r2")
+
+
 def _no_upload_slot(swarm: Swarm) -> None:
     swarm.peer("c")
     swarm.full("x", upload_slots=0)
@@ -65,6 +72,7 @@ CASES: list[tuple[FilterReason, Callable[[Swarm], None]]] = [
     (FilterReason.BLOCKED, _blocked),
     (FilterReason.BAD_PARENT, _bad_parent),
     (FilterReason.NOTHING_NEEDED, _nothing_needed),
+    (FilterReason.OTHER_RACK, _other_rack),
     (FilterReason.NO_UPLOAD_SLOT, _no_upload_slot),
     (FilterReason.CYCLE, _cycle),
 ]

@@ -61,6 +61,7 @@ def test_every_scenario_key_is_a_flag(capsys: pytest.CaptureFixture[str], tmp_pa
         "max_per_parent": "2",
         "origin_concurrency": "2",
         "announce_interval_s": "5",
+        "rack_gateways": "1",
         "layer_concurrency": "2",
         "seed_peers": "1",
         "nic_mix_gbps": "1:1,10:3",
