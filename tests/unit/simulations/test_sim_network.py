@@ -237,6 +237,24 @@ def test_max_min_rates_of_a_known_case() -> None:
     assert max_min_rates([]) == {}
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_max_min_rates_match_progressive_filling_even_with_ties(seed: int) -> None:
+    # Capacities of 1 and 2 and paths of one to three links make equal levels common;
+    # whichever link of a tie fills first, the rates are the slow obvious way's.
+    rng = random.Random(seed)
+    capacities = [float(rng.choice([1, 2])) for _ in range(8)]
+    links = [Link(f"l{k}", capacity) for k, capacity in enumerate(capacities)]
+    paths: dict[int, tuple[int, ...]] = {}
+    for flow_id in range(rng.randint(5, 40)):
+        path = tuple(rng.sample(range(len(links)), rng.randint(1, 3)))
+        paths[flow_id] = path
+        flow = Flow(flow_id, tuple(links[k] for k in path), 1, 0.0, lambda f, t: None)
+        for k in path:
+            links[k].flows[flow_id] = flow
+    got = max_min_rates([link for link in links if link.flows])
+    assert got == pytest.approx(_reference_rates(capacities, paths, "exact"), rel=1e-12)
+
+
 # -- analytical cases: a chain and a tree with known makespans -----------------------------
 
 

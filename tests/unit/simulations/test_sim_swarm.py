@@ -195,17 +195,33 @@ def _sharing_scenario(strategy: str, nodes: int, nic_gbps: float) -> Scenario:
 @pytest.mark.parametrize(
     ("strategy", "nodes", "nic_gbps", "seeds"),
     [
-        ("rule", 30, 10.0, 4),
-        ("direct", 30, 10.0, 1),
         ("rule", 30, 1.0, 4),
         ("random", 30, 1.0, 4),
         ("rule", 100, 1.0, 2),
         ("direct", 100, 1.0, 1),
+        ("direct", 30, 10.0, 1),
+        ("rule", 30, 10.0, 24),
+        ("random", 30, 10.0, 24),
+        ("kraken", 30, 10.0, 24),
+        ("rule", 200, 10.0, 12),
     ],
 )
 def test_fast_sharing_is_within_five_percent_of_exact_max_min(
     strategy: str, nodes: int, nic_gbps: float, seeds: int
 ) -> None:
+    """Issue 4's bound: fast against exact within 5%, mean makespan and mean completion.
+
+    With 1 Gbps NICs a pull is mostly transfer, and a few seeds agree closely. With
+    10 Gbps NICs a 64 MiB pull takes 1-2 s and is mostly protocol (piece lists re-read
+    every 0.25 s, a busy parent left alone for 0.25 s, top-ups every 1 s): when the
+    sharing moves one transfer's end a little, a node can miss a round and finish later,
+    or catch one and finish earlier. Most seeds then agree within 1%, and one in four to
+    six differs by 5-26%, either way. That is noise, not bias, so these cases take many
+    seeds: over these 12-24 seeds the means differed by -1.3% to +2.2% (makespan) and
+    -2.3% to +1.1% (completion), measured on two versions of the simulator. The bottleneck
+    rule's own bias is small under that noise: at sampled instants it delivers 94-96% of
+    max-min's throughput, and a water-filling fast rule that delivers all of it (tried,
+    see simulations/network.py) moved these means by about 1%."""
     scenario = _sharing_scenario(strategy, nodes, nic_gbps)
     fast_makespan, fast_completion = _means(scenario, "fast", seeds)
     exact_makespan, exact_completion = _means(scenario, "exact", seeds)
@@ -213,34 +229,15 @@ def test_fast_sharing_is_within_five_percent_of_exact_max_min(
     assert fast_completion == pytest.approx(exact_completion, rel=0.05)
 
 
-@pytest.mark.parametrize(
-    ("strategy", "nodes", "seeds"), [("random", 30, 4), ("kraken", 30, 4), ("rule", 200, 2)]
-)
-def test_fast_sharing_at_ten_gbps_stays_within_its_known_spread(
-    strategy: str, nodes: int, seeds: int
-) -> None:
-    """Known gap. With 10 Gbps NICs a 64 MiB pull takes 1-2 s and is mostly protocol
-    (retries of 0.5 s, top-ups every 1 s): when the sharing moves one transfer's end, a
-    node can miss a retry and finish 0.5 s later, so a few seeds' means differ either
-    way. Measured, fast against exact: makespan -3.5% to +7.2% over 3-4 seeds (rule,
-    random, kraken, oracle at 30 and 200 nodes), mean completion -3.8% to +7.1%. The
-    bottleneck rule delivers 94-97% of max-min's throughput at sampled instants (NIC
-    links whose other flows are held back elsewhere idle a little), which is the small
-    bias underneath. This pins the spread at 12% so it cannot grow unnoticed."""
-    scenario = _sharing_scenario(strategy, nodes, 10.0)
-    fast_makespan, fast_completion = _means(scenario, "fast", seeds)
-    exact_makespan, exact_completion = _means(scenario, "exact", seeds)
-    assert fast_makespan == pytest.approx(exact_makespan, rel=0.12)
-    assert fast_completion == pytest.approx(exact_completion, rel=0.12)
-
-
 def test_fast_sharing_idles_capacity_when_registry_and_racks_are_balanced() -> None:
     """Known gap. Thirty direct pulls from a 10 Gbps registry through three racks whose
     downlinks add up to 10 Gbps: when racks hold different numbers of transfers, the
     bottleneck rule holds flows of the crowded rack at the rack's share and flows of the
     others at the registry's, so both the registry and the emptier racks idle a little;
-    max-min gives the slack away. Measured 7.7% (1.879 s against 1.744 s). Closing it
-    takes max-min's global water-filling, about ten times the work per event (see
+    max-min gives the slack away (91% of its throughput at sampled instants). Measured
+    7.7% (1.879 s against 1.744 s), the same for every seed: a bias, not noise, and the
+    one case over the issue's 5%. A water-filling fast rule closes it (tried: 0.3%), but
+    it took 13-17% more instructions on the 1000-node default run (see
     simulations/network.py); this pins the gap and its direction."""
     scenario = SMALL.replace(strategy="direct", host_upload_bps=GBPS, host_download_bps=GBPS)
     fast, _ = _means(scenario, "fast", 1)
