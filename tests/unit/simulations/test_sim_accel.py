@@ -17,21 +17,22 @@ from simulations.accel_build import build
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
-# A run through every path of the compiled modules: seeds, a NIC mix, stragglers, churn,
-# staggered arrivals; printed as JSON with the files the hot modules came from.
+# Runs through every path of the compiled modules: the strategies, seeds, a NIC mix,
+# stragglers, churn, staggered arrivals, rack gateways; printed as JSON with the files
+# the compiled modules came from.
 RUN = """
-import json
-import simulations.clock, simulations.network  # first: it puts the build in place
-import peer.piece_picker
+import importlib, json
+import simulations  # first: it puts the build in place
+from simulations import accel
 from simulations.report import simulate
 from simulations.scenario import Scenario
-results = [
-    simulate(Scenario(name="accel", nodes=40, hosts_per_rack=10, layers_mib=(6.0, 20.0),
-        strategy=strategy, seed=5, seed_peers=1, nic_mix_gbps=((10.0, 0.5), (1.0, 0.5)),
-        straggler_fraction=0.1, churn_fraction=0.1, arrival_spread_s=1.0)).to_json()
-    for strategy in ("rule", "random", "kraken", "direct")
-]
-files = [m.__file__ for m in (simulations.clock, simulations.network, peer.piece_picker)]
+base = Scenario(name="accel", nodes=40, hosts_per_rack=10, layers_mib=(6.0, 20.0), seed=5,
+    seed_peers=1, nic_mix_gbps=((10.0, 0.5), (1.0, 0.5)), straggler_fraction=0.1,
+    churn_fraction=0.1, arrival_spread_s=1.0)
+runs = [base.replace(strategy=s) for s in ("rule", "random", "kraken", "oracle", "direct")]
+runs.append(base.replace(rack_gateways=1))
+results = [simulate(run).to_json() for run in runs]
+files = [importlib.import_module(m).__file__ for m in accel.MODULES]
 print(json.dumps({"files": files, "results": results}))
 """
 
