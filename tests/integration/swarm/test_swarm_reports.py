@@ -41,16 +41,25 @@ async def test_pieces_recorded_as_the_blob_completes_are_still_reported(
     )
     seed = await start_swarm_peer("seed", registry.host, counting_proxy.url, seed=True)
     child = await start_swarm_peer("child", registry.host, counting_proxy.url)
-    # Stretch the moment between "piece recorded" and "piece reported" past the
-    # conductor's wake-up interval: its loop then sees the blob complete while the last
-    # fetches are still finishing, which is when reports used to be lost.
-    notify = BlobTask._notify
+    # Hold the child's fetches between "piece recorded" and "piece reported" until its
+    # conductor's loop has seen the blob complete: the moment reports used to be lost.
+    child_dir = str(tmp_path / "child")
+    seen_complete: dict[str, asyncio.Event] = {}
+    notify, missing_pieces = BlobTask._notify, BlobTask.missing_pieces
 
-    async def slow_notify(self: BlobTask) -> None:
+    def watched_missing_pieces(self: BlobTask) -> list[int]:
+        missing = missing_pieces(self)
+        if not missing:
+            seen_complete.setdefault(self.digest, asyncio.Event()).set()
+        return missing
+
+    async def held_notify(self: BlobTask) -> None:
         await notify(self)
-        await asyncio.sleep(0.6)
+        if str(self.store.root).startswith(child_dir):
+            await seen_complete.setdefault(self.digest, asyncio.Event()).wait()
 
-    monkeypatch.setattr(BlobTask, "_notify", slow_notify)
+    monkeypatch.setattr(BlobTask, "missing_pieces", watched_missing_pieces)
+    monkeypatch.setattr(BlobTask, "_notify", held_notify)
 
     for peer in (seed, child):
         assert await _pull_all(peer, image) == {d: d for d in image.blob_digests}
