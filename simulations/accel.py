@@ -33,7 +33,13 @@ ENV = "STARLING_SIM_ACCEL"
 # Compiled together (mypyc then calls across them directly). Measured on the 1,000-node
 # default run (pure 11.7 s of CPU): the queue, network and picker took it to 9.2 s, the
 # swarm module too to 7.7-7.9 s, for a build of 20 s instead of 6.
-MODULES = ("simulations.clock", "simulations.network", "peer.piece_picker", "simulations.swarm")
+MODULES = (
+    "simulations.clock",
+    "simulations.network",
+    "peer.piece_picker",
+    "simulations.sim_peers",
+    "simulations.swarm",
+)
 MANIFEST = "manifest.json"
 
 # What activate() found: the build directory in use, or why none is.

@@ -17,9 +17,11 @@ import random
 from typing import TYPE_CHECKING
 
 from scheduler.core import HostExpired
+from simulations.sim_peers import Mode
 
 if TYPE_CHECKING:
-    from simulations.swarm import SimNode, SimPeer, Swarm
+    from simulations.sim_peers import SimNode, SimPeer
+    from simulations.swarm import Swarm
 
 
 class Churn:
@@ -44,9 +46,6 @@ class Churn:
             swarm.queue.at(at, self._fail, node)
 
     def _fail(self, now: float, node: SimNode) -> None:
-        # Imported here: swarm imports this module, and Mode lives there.
-        from simulations.swarm import Mode
-
         swarm = self._swarm
         host = node.host
         if host.failed or swarm.queue.stopped:
@@ -70,8 +69,6 @@ class Churn:
 
     def piece_lost(self, now: float, peer: SimPeer, index: int) -> None:
         """A transfer broke because its sender or receiver failed: undo the request."""
-        from simulations.swarm import Mode
-
         swarm = self._swarm
         parent_id = peer.in_flight.pop(index)
         if parent_id is None:
@@ -92,8 +89,6 @@ class Churn:
 
     def _ask_again(self, now: float, peer: SimPeer) -> None:
         """A parent is gone: ask the scheduler for others, as the conductor does."""
-        from simulations.swarm import Mode
-
         if peer.mode is Mode.PARENTS and not peer.node.host.failed:
             peer.parents = [p for p in peer.parents if not self._swarm.peers[p].node.host.failed]
             peer.mode = Mode.ASKING

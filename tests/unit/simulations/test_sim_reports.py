@@ -7,7 +7,8 @@ from typing import Any
 from peer.reporter import REPORT_BATCH, REPORT_INTERVAL_S
 from scheduler.core import PiecesReported
 from simulations.scenario import Scenario
-from simulations.swarm import SimPeer, Swarm
+from simulations.sim_peers import SimPeer
+from simulations.swarm import Swarm
 
 SCENARIO = Scenario(name="reports", nodes=12, hosts_per_rack=6, layers_mib=(8.0, 24.0), seed=3)
 

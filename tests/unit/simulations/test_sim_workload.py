@@ -8,7 +8,8 @@ import pytest
 
 from simulations.report import result_of, simulate
 from simulations.scenario import GBPS, Scenario, ScenarioError
-from simulations.swarm import Mode, SimNode, Swarm
+from simulations.sim_peers import Mode, SimNode
+from simulations.swarm import Swarm
 
 SMALL = Scenario(name="small", nodes=40, hosts_per_rack=10, layers_mib=(8.0, 24.0), seed=3)
 
