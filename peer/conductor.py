@@ -4,10 +4,11 @@ The conductor registers the peer with the scheduler and follows its decisions: f
 from the origin (the peer is a seed, or within the back-to-source quota), wait and ask
 again, or fetch pieces from parents. With parents it keeps up to ``pieces_in_flight``
 piece requests going, chosen by :func:`peer.piece_picker.pick_pieces` from the piece
-lists the parents publish, and checks every piece against the digest the scheduler
-vouches for before it counts. A parent that fails or sends a bad piece is reported and
-blocked, and the scheduler names others. If the scheduler cannot be reached at any
-point, the peer fetches what is missing from the origin itself.
+lists the parents publish (followed by :class:`peer.parent_watch.ParentWatch`), and
+checks every piece against the digest the scheduler vouches for before it counts. A
+parent that fails or sends a bad piece is reported and blocked, and the scheduler names
+others. If the scheduler cannot be reached at any point, the peer fetches what is
+missing from the origin itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from peer.backsource import OriginSupplier, PieceTransfer
 from peer.metrics import PeerMetrics
 from peer.parent_client import ParentClient, ParentError
+from peer.parent_watch import ParentWatch
 from peer.piece_hasher import SpanHasher
 from peer.piece_picker import pick_pieces
 from peer.reporter import TransferReporter
@@ -41,7 +43,9 @@ from peer.task import BlobTask, PieceCorrupt, TaskFailed, TaskState
 
 log = logging.getLogger(__name__)
 
-REFRESH_S = 0.25  # how often parents' piece lists are read again
+# The conductor's loop looks at its fetches, its parents' piece lists and the time at
+# least this often; it wakes sooner when a fetch ends or a piece list changes.
+REFRESH_S = 0.25
 NO_PROGRESS_S = 3.0  # with no piece for this long, ask the scheduler for other parents
 MAX_RETRY_WAIT_S = 2.0
 # While its parents cannot fill the pipeline, a peer asks the scheduler for more this
@@ -62,10 +66,9 @@ BUSY_BACKOFF_S = 0.25
 
 @dataclass
 class _Swarm:
-    parents: dict[str, ParentInfo]
-    digests: dict[int, str]
-    availability: dict[str, frozenset[int]]
-    seeds: set[str]
+    watch: ParentWatch
+    parents: dict[str, ParentInfo] = field(default_factory=dict)
+    digests: dict[int, str] = field(default_factory=dict)
     busy_until: dict[str, float] = field(default_factory=dict)
 
 
@@ -154,26 +157,28 @@ class SwarmSupplier:
     async def _from_parents(
         self, task: BlobTask, decision: UseParents, reporter: TransferReporter
     ) -> Decision | None:
-        swarm = _Swarm({}, {}, {}, set())
+        swarm = _Swarm(ParentWatch(self._parents, task.digest))
+        watch = swarm.watch
         self._adopt(swarm, decision)
         fetches: dict[int, asyncio.Task[None]] = {}
         fetched_from: dict[int, str] = {}  # piece -> the parent asked for it
         load: collections.Counter[str] = collections.Counter()
         last_progress = last_ask = time.monotonic()
-        next_refresh = 0.0
+        next_digests = 0.0
         try:
             while task.running and task.missing_pieces():
                 now = time.monotonic()
-                if now >= next_refresh:
-                    unreachable = await self._refresh(task, swarm)
-                    next_refresh = now + REFRESH_S
-                    for parent_id in unreachable:
-                        if load[parent_id]:
-                            continue  # its piece requests will fail and report it
-                        new = await self._give_up_on(task, swarm, parent_id, "unreachable")
-                        if not isinstance(new, UseParents):
-                            return new
-                        self._adopt(swarm, new)
+                for parent_id in watch.take_unreachable():
+                    if load[parent_id]:
+                        continue  # its piece requests will fail and report it
+                    new = await self._give_up_on(task, swarm, parent_id, "unreachable")
+                    if not isinstance(new, UseParents):
+                        return new
+                    self._adopt(swarm, new)
+                if now >= next_digests and self._lacks_digests(task, swarm):
+                    next_digests = now + REFRESH_S
+                    with contextlib.suppress(SchedulerRejected):
+                        swarm.digests.update(await self._scheduler.task_digests(task.digest))
                 missing = [
                     i for i in task.missing_pieces() if i not in fetches and i in swarm.digests
                 ]
@@ -181,7 +186,7 @@ class SwarmSupplier:
                     missing,
                     {
                         parent_id: pieces
-                        for parent_id, pieces in swarm.availability.items()
+                        for parent_id, pieces in watch.availability.items()
                         if swarm.busy_until.get(parent_id, 0.0) <= now
                     },
                     load,
@@ -189,7 +194,7 @@ class SwarmSupplier:
                     max_per_parent=MAX_PER_PARENT,
                     window=2 * self._in_flight,
                     rng=self._rng,
-                    seeds=swarm.seeds,
+                    seeds=watch.seeds,
                 )
                 for index, parent_id in picks:
                     load[parent_id] += 1
@@ -204,7 +209,6 @@ class SwarmSupplier:
                     more = await self._scheduler.schedule(self.peer_id)
                     if isinstance(more, UseParents):
                         self._adopt(swarm, more)
-                        next_refresh = 0.0
                     elif isinstance(more, GoToSource) or not fetches:
                         return more
                     # "Retry later" with pieces on the way: keep fetching from the
@@ -217,11 +221,12 @@ class SwarmSupplier:
                             self.peer_id,
                         )
                         return await self._scheduler.schedule(self.peer_id)
-                    await asyncio.sleep(REFRESH_S)
-                    next_refresh = 0.0
+                    await asyncio.wait([watch.next_change()], timeout=REFRESH_S)
                     continue
                 done, _ = await asyncio.wait(
-                    fetches.values(), timeout=REFRESH_S, return_when=asyncio.FIRST_COMPLETED
+                    [*fetches.values(), watch.next_change()],
+                    timeout=REFRESH_S,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 for index in [i for i, f in fetches.items() if f in done]:
                     fetch = fetches.pop(index)
@@ -246,36 +251,22 @@ class SwarmSupplier:
                 if not task.has_piece(index):
                     fetch.cancel()
             await asyncio.gather(*fetches.values(), return_exceptions=True)
+            await watch.close()
 
     def _adopt(self, swarm: _Swarm, decision: UseParents) -> None:
         swarm.parents = {p.peer_id: p for p in decision.parents}
         swarm.digests.update(decision.piece_digests)
-        swarm.availability = {p: swarm.availability.get(p, frozenset()) for p in swarm.parents}
+        swarm.watch.follow(decision.parents)
 
-    async def _refresh(self, task: BlobTask, swarm: _Swarm) -> list[str]:
-        """Read the parents' piece lists, and the trusted digests they need.
-
-        Returns the parents that could not be reached.
-        """
-        unreachable = []
-        parents = list(swarm.parents.values())
-        lists = await asyncio.gather(
-            *(self._parents.piece_list(p, task.digest) for p in parents), return_exceptions=True
+    @staticmethod
+    def _lacks_digests(task: BlobTask, swarm: _Swarm) -> bool:
+        """Whether a parent offers a piece this peer needs with no trusted digest yet."""
+        digests = swarm.digests
+        return any(
+            i not in digests and not task.has_piece(i)
+            for pieces in swarm.watch.availability.values()
+            for i in pieces
         )
-        for parent, listed in zip(parents, lists, strict=True):
-            if isinstance(listed, BaseException):
-                swarm.availability[parent.peer_id] = frozenset()
-                if isinstance(listed, ParentError) and listed.reason == "unreachable":
-                    unreachable.append(parent.peer_id)
-                continue
-            swarm.availability[parent.peer_id] = listed.pieces
-            if listed.seed:
-                swarm.seeds.add(parent.peer_id)
-        offered = set().union(*swarm.availability.values()) if swarm.availability else set()
-        if any(i not in swarm.digests for i in offered if not task.has_piece(i)):
-            with contextlib.suppress(SchedulerRejected):
-                swarm.digests.update(await self._scheduler.task_digests(task.digest))
-        return unreachable
 
     async def _fetch(
         self,
@@ -291,7 +282,7 @@ class SwarmSupplier:
             parent, task.digest, index, task.fd, layout.start(index), layout.size(index), hasher
         )
         # Counted before recording: once recorded, a client may already have every byte.
-        source = "seed" if parent.peer_id in swarm.seeds else "peer"
+        source = "seed" if parent.peer_id in swarm.watch.seeds else "peer"
         self._metrics.download_bytes.labels(source).inc(layout.size(index))
         self._metrics.piece_cost.labels(source).observe(cost_s)
         digest = await task.record_piece(
@@ -329,5 +320,5 @@ class SwarmSupplier:
         self._metrics.parent_failures.labels(reason).inc()
         log.warning("%s: blocking parent %s (%s)", task.digest, parent_id, reason)
         swarm.parents.pop(parent_id, None)
-        swarm.availability.pop(parent_id, None)
+        swarm.watch.drop(parent_id)
         return await self._scheduler.block(self.peer_id, parent_id)

@@ -125,6 +125,8 @@ class PeerDaemon:
             return
         self._stopped = True
         self.limiter.close()
+        if self._engine is not None:
+            await self._engine.wake_waiters()  # long-polled piece lists answer 503 now
         if self._announcer is not None:
             self._announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

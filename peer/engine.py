@@ -100,6 +100,10 @@ class Engine:
         self.metrics.cache_quota_bytes.set(self.index.quota_bytes)
         self._update_cache_gauges()
 
+    async def wake_waiters(self) -> None:
+        """Wake every request waiting on a task (the peer is closing: they answer now)."""
+        await asyncio.gather(*(task.wake() for task in list(self._tasks.values())))
+
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         await asyncio.gather(*(task.cancel() for task in tasks), return_exceptions=True)

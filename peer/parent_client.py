@@ -89,10 +89,21 @@ class ParentClient:
     async def close(self) -> None:
         await self._session.close()
 
-    async def piece_list(self, parent: ParentInfo, task_id: str) -> PieceList:
+    async def piece_list(
+        self, parent: ParentInfo, task_id: str, known: int | None = None, wait_s: float = 0.0
+    ) -> PieceList:
+        """The parent's piece list; with ``known``, a long poll: the parent answers when
+        it holds other than ``known`` pieces, or after ``wait_s`` seconds."""
         url = f"{parent.url(self._scheme)}/api/v1/tasks/{task_id}/pieces"
+        timeout = self._list_timeout
+        if known is not None and wait_s > 0:
+            url = f"{url}?known={known}&wait={wait_s:g}"
+            assert timeout.total is not None
+            timeout = aiohttp.ClientTimeout(
+                total=timeout.total + wait_s, sock_connect=timeout.sock_connect
+            )
         try:
-            async with self._session.get(url, timeout=self._list_timeout) as resp:
+            async with self._session.get(url, timeout=timeout) as resp:
                 if resp.status != 200:
                     raise ParentError(f"status_{resp.status}", f"{url}: {resp.status}")
                 body = await resp.json()

@@ -1,7 +1,11 @@
 """The piece server: other peers fetch pieces of the blobs this peer holds.
 
-``GET /api/v1/tasks/<digest>/pieces`` lists the pieces present (a child polls it while
-this peer is still downloading); ``GET /api/v1/tasks/<digest>/pieces/<n>`` sends one
+``GET /api/v1/tasks/<digest>/pieces`` lists the pieces present. A child follows it while
+this peer is still downloading by long polling: with ``?known=K&wait=S`` the answer
+waits until this peer holds other than ``K`` pieces (or finished, or is closing), at
+most ``S`` seconds, so the child hears of a new piece at once without asking four times
+a second. A seed's list depends on time as well (``peer.seed_offer``): it answers at
+once. ``GET /api/v1/tasks/<digest>/pieces/<n>`` sends one
 piece with ``sendfile`` straight from the task or blob file, with its digest in
 ``X-Piece-Digest``. Only recorded pieces are ever offered. Uploads are bounded in
 number (a full server answers 503 at once, so the child asks another parent) and,
@@ -45,6 +49,9 @@ from registry_proxy.reference import parse_digest
 log = logging.getLogger(__name__)
 
 RATE_CHUNK_BYTES = 256 * 1024
+# The longest a piece list may be held for a long poll: a child's list timeout is the
+# wait it asked for plus a few seconds, so a frozen parent is still noticed in time.
+MAX_LIST_WAIT_S = 10.0
 PIECE_ENGINE_KEY = web.AppKey("piece_engine", Engine)
 
 
@@ -144,7 +151,19 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
         authorize(request)
         refuse_when_closing()
         digest = str(parse_digest(request.match_info["digest"]))
+        known, wait_s = _long_poll(request)
         held = _held(engine, digest)
+        running = engine.running(digest)
+        if (
+            held is not None
+            and known == len(held[1])
+            and wait_s > 0
+            and seed_offers is None
+            and running is not None
+        ):
+            await running.wait_for_change(known, wait_s, lambda: limiter.closed)
+            refuse_when_closing()
+            held = _held(engine, digest)
         if held is None:
             raise web.HTTPNotFound(
                 text='{"error": "no such task here"}', content_type="application/json"
@@ -239,6 +258,25 @@ async def _errors(
         return await handler(request)
     except ProtocolError as exc:
         return web.json_response({"error": exc.message}, status=exc.status)
+
+
+def _long_poll(request: web.Request) -> tuple[int | None, float]:
+    """``known`` and ``wait`` of a piece-list request: (None, 0.0) when not given."""
+    query = request.query
+    try:
+        known = int(query["known"]) if "known" in query else None
+        wait_s = float(query.get("wait", "0"))
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text='{"error": "known must be an integer and wait a number of seconds"}',
+            content_type="application/json",
+        ) from None
+    if (known is not None and known < 0) or not 0 <= wait_s <= MAX_LIST_WAIT_S:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "known must be >= 0 and wait within 0..{MAX_LIST_WAIT_S:g} s"}}',
+            content_type="application/json",
+        )
+    return known, wait_s
 
 
 def _held(engine: Engine, digest: str) -> tuple[PieceLayout, list[int], bool] | None:

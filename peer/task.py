@@ -153,6 +153,28 @@ class BlobTask:
                 return False
         return True
 
+    async def wait_for_change(
+        self, known: int, timeout_s: float, stop: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Wait until the task holds other than ``known`` pieces, has ended, or ``stop()``
+        is true, at most ``timeout_s``: a child long-polling this peer's piece list."""
+        async with self._progress:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._progress.wait_for(
+                        lambda: (
+                            len(self._pieces) != known
+                            or self.state is not TaskState.RUNNING
+                            or stop()
+                        )
+                    ),
+                    timeout_s,
+                )
+
+    async def wake(self) -> None:
+        """Make everyone waiting on this task look at their condition again."""
+        await self._notify()
+
     async def cancel(self) -> None:
         if self._runner is not None and not self._runner.done():
             self._runner.cancel()

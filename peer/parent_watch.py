@@ -1,0 +1,115 @@
+"""Following the piece lists of a downloading peer's parents.
+
+One watcher per parent long-polls the parent's piece list (``peer.piece_server``): the
+parent answers as soon as it holds a piece more, so the conductor hears of new pieces at
+once instead of at its next poll, and a parent with nothing new costs one request per
+``LIST_WAIT_S`` instead of four a second. Bounds that keep it cheap:
+
+- a watcher starts at most one request per ``LIST_GAP_S`` to its parent, the rate of
+  the fixed polling it replaces, however fast the parent gains pieces;
+- a complete parent's list cannot change, so its watcher stops after reading it once;
+- a seed's list changes with time as well as with its pieces (``peer.seed_offer``): it
+  answers at once, and is asked again every ``LIST_GAP_S``.
+
+A parent that cannot be reached is reported through :meth:`ParentWatch.take_unreachable`
+(the conductor decides whether to give up on it) and asked again after ``LIST_GAP_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from peer.parent_client import ParentClient, ParentError
+from peer.scheduler_client import ParentInfo
+
+# How long a parent may hold a piece-list request open when it has nothing new.
+LIST_WAIT_S = 2.0
+# The least time between the starts of two piece-list requests to one parent.
+LIST_GAP_S = 0.25
+
+
+class ParentWatch:
+    """The piece lists of the parents of one peer, kept current in the background."""
+
+    def __init__(self, client: ParentClient, task_id: str) -> None:
+        self._client = client
+        self._task_id = task_id
+        self.availability: dict[str, frozenset[int]] = {}
+        self.seeds: set[str] = set()
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._unreachable: list[str] = []
+        self._change: asyncio.Future[None] | None = None
+        self._dirty = False
+
+    def follow(self, parents: Iterable[ParentInfo]) -> None:
+        """Watch exactly these parents: new ones from now on, others no longer."""
+        wanted = {parent.peer_id: parent for parent in parents}
+        for parent_id in [p for p in self._watchers if p not in wanted]:
+            self.drop(parent_id)
+        for parent_id, parent in wanted.items():
+            if parent_id not in self._watchers:
+                self.availability[parent_id] = frozenset()
+                self._watchers[parent_id] = asyncio.create_task(
+                    self._watch(parent), name=f"piece list of {parent_id}"
+                )
+
+    def drop(self, parent_id: str) -> None:
+        watcher = self._watchers.pop(parent_id, None)
+        if watcher is not None:
+            watcher.cancel()
+        self.availability.pop(parent_id, None)
+
+    def take_unreachable(self) -> list[str]:
+        """Parents whose piece list could not be read since the last call."""
+        unreachable, self._unreachable = self._unreachable, []
+        return [p for p in dict.fromkeys(unreachable) if p in self._watchers]
+
+    def next_change(self) -> asyncio.Future[None]:
+        """A future done when a piece list changes (at once if one changed unseen)."""
+        if self._change is None or self._change.done():
+            self._change = asyncio.get_running_loop().create_future()
+            if self._dirty:
+                self._dirty = False
+                self._change.set_result(None)
+        return self._change
+
+    async def close(self) -> None:
+        watchers = list(self._watchers.values())
+        self._watchers.clear()
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+    def _changed(self) -> None:
+        if self._change is not None and not self._change.done():
+            self._change.set_result(None)
+        else:
+            self._dirty = True
+
+    async def _watch(self, parent: ParentInfo) -> None:
+        parent_id = parent.peer_id
+        known: int | None = None
+        while True:
+            started = time.monotonic()
+            try:
+                listed = await self._client.piece_list(parent, self._task_id, known, LIST_WAIT_S)
+            except ParentError as exc:
+                known = None
+                if self.availability.get(parent_id):
+                    self._changed()
+                self.availability[parent_id] = frozenset()
+                if exc.reason == "unreachable":
+                    self._unreachable.append(parent_id)
+                    self._changed()
+            else:
+                if listed.pieces != self.availability.get(parent_id):
+                    self.availability[parent_id] = listed.pieces
+                    self._changed()
+                if listed.seed:
+                    self.seeds.add(parent_id)
+                elif listed.complete:
+                    return  # its list cannot change any more
+                known = len(listed.pieces)
+            await asyncio.sleep(max(0.0, started + LIST_GAP_S - time.monotonic()))

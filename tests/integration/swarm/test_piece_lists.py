@@ -1,0 +1,205 @@
+"""Piece lists are long-polled: a child hears of a parent's new piece at once, and a
+parent with nothing new is not asked over and over (``peer.parent_watch``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from peer.parent_client import ParentClient
+from peer.parent_watch import LIST_GAP_S, LIST_WAIT_S, ParentWatch
+from peer.piece_server import MAX_LIST_WAIT_S
+from peer.pieces import MiB
+from peer.scheduler_client import ParentInfo
+from tests.integration.swarm.conftest import TOKEN, SwarmFactory
+from tests.support.counting_proxy import CountingProxy
+from tests.support.images import push_image_async
+from tests.support.polling import wait_until
+from tests.support.registry import RegistryProcess
+
+pytestmark = pytest.mark.timeout(60)
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def _list(
+    session: aiohttp.ClientSession, url: str, **query: Any
+) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    async with session.get(url, params={k: str(v) for k, v in query.items()}) as resp:
+        return resp.status, await resp.json(), time.monotonic() - started
+
+
+async def test_a_long_poll_answers_when_a_piece_arrives_and_else_after_its_wait(
+    registry: RegistryProcess,
+    counting_proxy: CountingProxy,
+    start_swarm_peer: SwarmFactory,
+    tmp_path: Path,
+) -> None:
+    image = await push_image_async(
+        registry.url, "lists/app", "v1", [4 * MiB], seed=3, work_dir=tmp_path / "image"
+    )
+    layer = image.layers[0][0]
+    # Alone in the swarm, the peer fetches from the registry, which dies after piece 0.
+    counting_proxy.stall_after_blob_bytes = 3 * MiB // 2
+    peer = await start_swarm_peer("lonely", registry.host, counting_proxy.url)
+    blob = str(peer.make_url(f"/v2/{image.repo}/blobs/{layer}?ns={image.registry_host}"))
+    pieces = f"http://127.0.0.1:{peer.piece_port}/api/v1/tasks/{layer}/pieces"
+    async with aiohttp.ClientSession(headers=HEADERS) as session:
+        pull = asyncio.create_task(session.get(blob))
+        try:
+            await asyncio.to_thread(_wait_for_task, peer, layer)
+            status, body, _ = await _list(session, pieces, known=0, wait=10)
+            assert status == 200 and body["pieces"] == [0] and not body["complete"]
+
+            # Nothing new: the answer waits for the whole wait, then repeats the list.
+            status, body, took_s = await _list(session, pieces, known=1, wait=0.3)
+            assert status == 200 and body["pieces"] == [0]
+            assert took_s >= 0.3
+            # A count the child does not have yet: the answer comes at once.
+            status, body, took_s = await _list(session, pieces, known=3, wait=10)
+            assert status == 200 and body["pieces"] == [0] and took_s < 5
+
+            # The registry heals: the waiting child hears of the next piece long before
+            # its wait is over.
+            waiting = asyncio.create_task(_list(session, pieces, known=1, wait=9))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            counting_proxy.stall_after_blob_bytes = None
+            counting_proxy.release_stalls()
+            status, body, took_s = await waiting
+            assert status == 200 and len(body["pieces"]) > 1 and took_s < 8
+
+            for bad in ({"known": -1, "wait": 1}, {"known": "x"}, {"wait": MAX_LIST_WAIT_S + 1}):
+                status, body, _ = await _list(session, pieces, **bad)
+                assert status == 400 and "known" in body["error"], bad
+        finally:
+            counting_proxy.stall_after_blob_bytes = None
+            counting_proxy.release_stalls()
+            response = await pull
+            response.release()
+
+
+def _wait_for_task(peer: Any, layer: str) -> None:
+    wait_until(lambda: peer.engine.running(layer) is not None, 10, "the download to start")
+
+
+async def test_closing_answers_a_waiting_piece_list_at_once(
+    registry: RegistryProcess,
+    counting_proxy: CountingProxy,
+    start_swarm_peer: SwarmFactory,
+    tmp_path: Path,
+) -> None:
+    image = await push_image_async(
+        registry.url, "lists/app", "v1", [4 * MiB], seed=4, work_dir=tmp_path / "image"
+    )
+    layer = image.layers[0][0]
+    counting_proxy.stall_after_blob_bytes = 3 * MiB // 2
+    peer = await start_swarm_peer("leaving", registry.host, counting_proxy.url)
+    blob = str(peer.make_url(f"/v2/{image.repo}/blobs/{layer}?ns={image.registry_host}"))
+    pieces = f"http://127.0.0.1:{peer.piece_port}/api/v1/tasks/{layer}/pieces"
+    try:
+        async with aiohttp.ClientSession(headers=HEADERS) as session:
+            pull = asyncio.create_task(session.get(blob))
+            await asyncio.to_thread(_wait_for_task, peer, layer)
+            status, body, _ = await _list(session, pieces, known=0, wait=10)
+            assert body["pieces"] == [0]
+            waiting = asyncio.create_task(_list(session, pieces, known=1, wait=10))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            await peer.stop()
+            status, body, took_s = await waiting
+            assert status == 503 and body == {"error": "this peer is shutting down"}
+            assert took_s < 5
+            with contextlib.suppress(aiohttp.ClientError):
+                (await pull).release()
+    finally:
+        counting_proxy.stall_after_blob_bytes = None
+        counting_proxy.release_stalls()
+
+
+class _FakeParent:
+    """A piece server that answers piece lists from a script and records the queries."""
+
+    def __init__(self, complete: bool) -> None:
+        self.complete = complete
+        self.pieces = [0]
+        self.queries: list[dict[str, str]] = []
+        self.grow = asyncio.Event()
+        self.holding = asyncio.Event()  # a long poll is being held
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.queries.append(dict(request.query))
+        if "known" in request.query and int(request.query["known"]) == len(self.pieces):
+            self.holding.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.grow.wait(), float(request.query["wait"]))
+            if self.grow.is_set():
+                self.grow.clear()
+                self.pieces.append(len(self.pieces))
+        body = {"size_bytes": 4, "piece_bytes": 1, "complete": self.complete}
+        return web.json_response({**body, "pieces": self.pieces, "seed": False})
+
+
+@contextlib.asynccontextmanager
+async def _serving(parent: _FakeParent) -> AsyncIterator[ParentInfo]:
+    app = web.Application()
+    app.router.add_get("/api/v1/tasks/{digest}/pieces", parent.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield ParentInfo("parent", "parent-host", "127.0.0.1", server.port or 0, 1.0)
+    finally:
+        await server.close()
+
+
+async def test_a_watch_reads_a_complete_parent_once_and_long_polls_a_growing_one() -> None:
+    client = ParentClient(None, 2.0, 10.0)
+    complete, growing = _FakeParent(complete=True), _FakeParent(complete=False)
+    try:
+        async with _serving(complete) as done_info, _serving(growing) as growing_info:
+            growing_info = ParentInfo("growing", "g", "127.0.0.1", growing_info.piece_port, 1.0)
+            watch = ParentWatch(client, "sha256:" + "0" * 64)
+            watch.follow([done_info, growing_info])
+            while watch.availability != {"parent": {0}, "growing": {0}}:
+                await asyncio.wait_for(watch.next_change(), 5)
+            # The growing parent is now asked with what the child knows, and holds it.
+            await asyncio.wait_for(growing.holding.wait(), 5)
+            assert growing.queries[1] == {"known": "1", "wait": f"{LIST_WAIT_S:g}"}
+            growing.grow.set()
+            started = time.monotonic()
+            while watch.availability["growing"] != {0, 1}:
+                await asyncio.wait_for(watch.next_change(), 5)
+            assert time.monotonic() - started < LIST_WAIT_S
+            await asyncio.sleep(3 * LIST_GAP_S)
+            assert len(complete.queries) == 1  # a complete list cannot change
+            assert watch.take_unreachable() == []
+            await watch.close()
+    finally:
+        await client.close()
+
+
+async def test_an_unreachable_parent_is_reported_and_its_list_emptied() -> None:
+    client = ParentClient(None, 1.0, 2.0)
+    with_port = _FakeParent(complete=False)
+    try:
+        async with _serving(with_port) as info:
+            pass  # the server is gone: its port refuses connections now
+        watch = ParentWatch(client, "sha256:" + "0" * 64)
+        watch.follow([info])
+        await asyncio.wait_for(watch.next_change(), 5)
+        assert watch.take_unreachable() == ["parent"]
+        assert watch.availability == {"parent": frozenset()}
+        watch.drop("parent")
+        assert watch.availability == {} and watch.take_unreachable() == []
+        await watch.close()
+    finally:
+        await client.close()
