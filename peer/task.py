@@ -103,6 +103,7 @@ class BlobTask:
         self._runner: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[None] | None = None
         self._last_save = 0.0
+        self._saved_prefix = -1  # the contiguous prefix the progress file holds
         self._trailing_save: asyncio.TimerHandle | None = None
 
     # Public view -------------------------------------------------------------------
@@ -393,8 +394,14 @@ class BlobTask:
         """Record verified pieces, at most every PROGRESS_SAVE_INTERVAL_S.
 
         A skipped save is made up for by a trailing one, so a download that stalls (or
-        is killed) right after a burst of pieces still has them all on record.
+        is killed) right after a burst of pieces still has them all on record. The file
+        holds the digests of the contiguous prefix only (a resume re-checks nothing
+        else), so while the prefix stands still there is nothing new to write: in a
+        swarm pieces arrive out of order, and rewriting the same file twice a second
+        per blob cost a peer about 8% of its CPU.
         """
+        if not force and self._pieces.prefix == self._saved_prefix:
+            return
         now = time.monotonic()
         if not force and now - self._last_save < PROGRESS_SAVE_INTERVAL_S:
             if self._trailing_save is None:
@@ -404,6 +411,7 @@ class BlobTask:
             return
         self._cancel_trailing_save()
         self._last_save = now
+        self._saved_prefix = self._pieces.prefix
         try:
             self.store.save_progress(
                 TaskProgress(
@@ -415,6 +423,7 @@ class BlobTask:
             )
         except (OSError, StorageError) as exc:
             # Progress only speeds up a resume: a full disk must not fail the download.
+            self._saved_prefix = -1  # try again at the next piece
             log.warning("%s: cannot save progress: %s", self.digest, exc)
 
     def dup_fd(self) -> int:

@@ -71,7 +71,13 @@ def test_frozen_parent_is_detected_blocked_and_the_child_finishes_from_others(
     puller = threading.Thread(target=lambda: result.update(got=pull(child, image)))
     puller.start()
     try:
-        wait_until(lambda: _uploaded(frozen) > 0, 30, "the child to fetch from 'frozen'")
+        # Frozen in the middle of a piece (one takes 0.75 s at its rate), so the child
+        # waits on it: a parent it no longer needs would go unnoticed, and rightly so.
+        wait_until(
+            lambda: metric_value(frozen.metrics(), "p2p_peer_uploads_active") > 0,
+            30,
+            "the child to fetch from 'frozen'",
+        )
         # SIGSTOP: the process still holds its sockets and the kernel still accepts
         # connections for it, but nothing answers: no error, no close, only silence.
         frozen.send_signal(signal.SIGSTOP)
