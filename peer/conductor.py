@@ -182,13 +182,14 @@ class SwarmSupplier:
                 missing = [
                     i for i in task.missing_pieces() if i not in fetches and i in swarm.digests
                 ]
+                available = {
+                    parent_id: pieces
+                    for parent_id, pieces in watch.availability.items()
+                    if swarm.busy_until.get(parent_id, 0.0) <= now
+                }
                 picks = pick_pieces(
                     missing,
-                    {
-                        parent_id: pieces
-                        for parent_id, pieces in watch.availability.items()
-                        if swarm.busy_until.get(parent_id, 0.0) <= now
-                    },
+                    available,
                     load,
                     slots=self._in_flight - len(fetches),
                     max_per_parent=MAX_PER_PARENT,
@@ -196,6 +197,7 @@ class SwarmSupplier:
                     rng=self._rng,
                     seeds=watch.seeds,
                 )
+                watch.set_hungry(self._short_of_pieces(missing, available, len(picks)))
                 for index, parent_id in picks:
                     load[parent_id] += 1
                     fetches[index] = asyncio.create_task(
@@ -257,6 +259,21 @@ class SwarmSupplier:
         swarm.parents = {p.peer_id: p for p in decision.parents}
         swarm.digests.update(decision.piece_digests)
         swarm.watch.follow(decision.parents)
+
+    def _short_of_pieces(
+        self, missing: list[int], available: dict[str, frozenset[int]], picked: int
+    ) -> bool:
+        """Whether, after ``picked`` new requests, fewer pieces than ``pieces_in_flight``
+        are left that some parent offers: then fresher piece lists are worth asking."""
+        wanted = self._in_flight + picked
+        lists = list(available.values())
+        offered = 0
+        for index in missing:
+            if any(index in pieces for pieces in lists):
+                offered += 1
+                if offered >= wanted:
+                    return False
+        return True
 
     @staticmethod
     def _lacks_digests(task: BlobTask, swarm: _Swarm) -> bool:

@@ -9,7 +9,10 @@ once instead of at its next poll, and a parent with nothing new costs one reques
   the fixed polling it replaces, however fast the parent gains pieces;
 - a complete parent's list cannot change, so its watcher stops after reading it once;
 - a seed's list changes with time as well as with its pieces (``peer.seed_offer``): it
-  answers at once, and is asked again every ``LIST_GAP_S``.
+  answers at once, and is asked again every ``LIST_GAP_S``;
+- while the conductor already knows of more pieces it could fetch than it has slots for
+  (:meth:`ParentWatch.set_hungry` False), fresher lists would change none of its choices,
+  so no watcher asks again until it runs short. A long poll already waiting stays.
 
 A parent that cannot be reached is reported through :meth:`ParentWatch.take_unreachable`
 (the conductor decides whether to give up on it) and asked again after ``LIST_GAP_S``.
@@ -42,6 +45,8 @@ class ParentWatch:
         self._unreachable: list[str] = []
         self._change: asyncio.Future[None] | None = None
         self._dirty = False
+        self._hungry = asyncio.Event()
+        self._hungry.set()
 
     def follow(self, parents: Iterable[ParentInfo]) -> None:
         """Watch exactly these parents: new ones from now on, others no longer."""
@@ -60,6 +65,14 @@ class ParentWatch:
         if watcher is not None:
             watcher.cancel()
         self.availability.pop(parent_id, None)
+
+    def set_hungry(self, hungry: bool) -> None:
+        """Whether the conductor wants fresher lists (it is running short of pieces to
+        ask for); while not, watchers send no new request."""
+        if hungry:
+            self._hungry.set()
+        else:
+            self._hungry.clear()
 
     def take_unreachable(self) -> list[str]:
         """Parents whose piece list could not be read since the last call."""
@@ -113,3 +126,4 @@ class ParentWatch:
                     return  # its list cannot change any more
                 known = len(listed.pieces)
             await asyncio.sleep(max(0.0, started + LIST_GAP_S - time.monotonic()))
+            await self._hungry.wait()

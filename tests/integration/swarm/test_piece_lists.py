@@ -179,7 +179,7 @@ async def test_a_watch_reads_a_complete_parent_once_and_long_polls_a_growing_one
             while watch.availability["growing"] != {0, 1}:
                 await asyncio.wait_for(watch.next_change(), 5)
             assert time.monotonic() - started < LIST_WAIT_S
-            await asyncio.sleep(3 * LIST_GAP_S)
+            await asyncio.sleep(1.5 * LIST_GAP_S)
             assert len(complete.queries) == 1  # a complete list cannot change
             assert watch.take_unreachable() == []
             await watch.close()
@@ -201,5 +201,25 @@ async def test_an_unreachable_parent_is_reported_and_its_list_emptied() -> None:
         watch.drop("parent")
         assert watch.availability == {} and watch.take_unreachable() == []
         await watch.close()
+    finally:
+        await client.close()
+
+
+async def test_a_sated_watch_asks_again_only_once_hungry() -> None:
+    client = ParentClient(None, 2.0, 10.0)
+    growing = _FakeParent(complete=False)
+    try:
+        async with _serving(growing) as info:
+            watch = ParentWatch(client, "sha256:" + "0" * 64)
+            watch.set_hungry(False)  # the conductor has more to fetch than slots
+            watch.follow([info])
+            while watch.availability != {"parent": {0}}:
+                await asyncio.wait_for(watch.next_change(), 5)
+            await asyncio.sleep(1.5 * LIST_GAP_S)  # past the gap between two requests
+            assert len(growing.queries) == 1
+            watch.set_hungry(True)
+            await asyncio.wait_for(growing.holding.wait(), 5)
+            assert growing.queries[1] == {"known": "1", "wait": f"{LIST_WAIT_S:g}"}
+            await watch.close()
     finally:
         await client.close()
