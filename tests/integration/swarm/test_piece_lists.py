@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from peer.daemon import PeerDaemon
 from peer.parent_client import ParentClient
 from peer.parent_watch import LIST_GAP_S, LIST_WAIT_S, ParentWatch
 from peer.piece_server import MAX_LIST_WAIT_S
@@ -38,58 +40,76 @@ async def _list(
         return resp.status, await resp.json(), time.monotonic() - started
 
 
+@dataclass
+class _HalfDone:
+    """A peer whose download of a 4-piece blob holds piece 0 while the registry stalls."""
+
+    peer: PeerDaemon
+    session: aiohttp.ClientSession
+    pieces_url: str
+
+
+@contextlib.asynccontextmanager
+async def _half_done(
+    registry: RegistryProcess,
+    proxy: CountingProxy,
+    start_peer: SwarmFactory,
+    work_dir: Path,
+) -> AsyncIterator[_HalfDone]:
+    image = await push_image_async(
+        registry.url, "lists/app", "v1", [4 * MiB], seed=3, work_dir=work_dir
+    )
+    layer = image.layers[0][0]
+    # Alone in the swarm, the peer fetches from the registry, which dies after piece 0.
+    proxy.stall_after_blob_bytes = 3 * MiB // 2
+    peer = await start_peer("lonely", registry.host, proxy.url)
+    blob = str(peer.make_url(f"/v2/{image.repo}/blobs/{layer}?ns={image.registry_host}"))
+    pieces_url = f"http://127.0.0.1:{peer.piece_port}/api/v1/tasks/{layer}/pieces"
+    async with aiohttp.ClientSession(headers=HEADERS) as session:
+        pull = asyncio.create_task(session.get(blob))
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: peer.engine.running(layer) is not None, 10, "the download"
+            )
+            status, body, _ = await _list(session, pieces_url, known=0, wait=10)
+            assert status == 200 and body["pieces"] == [0] and not body["complete"]
+            yield _HalfDone(peer, session, pieces_url)
+        finally:
+            proxy.stall_after_blob_bytes = None
+            proxy.release_stalls()
+            with contextlib.suppress(aiohttp.ClientError):
+                (await pull).release()
+
+
 async def test_a_long_poll_answers_when_a_piece_arrives_and_else_after_its_wait(
     registry: RegistryProcess,
     counting_proxy: CountingProxy,
     start_swarm_peer: SwarmFactory,
     tmp_path: Path,
 ) -> None:
-    image = await push_image_async(
-        registry.url, "lists/app", "v1", [4 * MiB], seed=3, work_dir=tmp_path / "image"
-    )
-    layer = image.layers[0][0]
-    # Alone in the swarm, the peer fetches from the registry, which dies after piece 0.
-    counting_proxy.stall_after_blob_bytes = 3 * MiB // 2
-    peer = await start_swarm_peer("lonely", registry.host, counting_proxy.url)
-    blob = str(peer.make_url(f"/v2/{image.repo}/blobs/{layer}?ns={image.registry_host}"))
-    pieces = f"http://127.0.0.1:{peer.piece_port}/api/v1/tasks/{layer}/pieces"
-    async with aiohttp.ClientSession(headers=HEADERS) as session:
-        pull = asyncio.create_task(session.get(blob))
-        try:
-            await asyncio.to_thread(_wait_for_task, peer, layer)
-            status, body, _ = await _list(session, pieces, known=0, wait=10)
-            assert status == 200 and body["pieces"] == [0] and not body["complete"]
+    async with _half_done(registry, counting_proxy, start_swarm_peer, tmp_path) as half:
+        session, pieces = half.session, half.pieces_url
+        # Nothing new: the answer waits for the whole wait, then repeats the list.
+        status, body, took_s = await _list(session, pieces, known=1, wait=0.3)
+        assert status == 200 and body["pieces"] == [0]
+        assert took_s >= 0.3
+        # A count the child does not have yet: the answer comes at once.
+        status, body, took_s = await _list(session, pieces, known=3, wait=10)
+        assert status == 200 and body["pieces"] == [0] and took_s < 5
 
-            # Nothing new: the answer waits for the whole wait, then repeats the list.
-            status, body, took_s = await _list(session, pieces, known=1, wait=0.3)
-            assert status == 200 and body["pieces"] == [0]
-            assert took_s >= 0.3
-            # A count the child does not have yet: the answer comes at once.
-            status, body, took_s = await _list(session, pieces, known=3, wait=10)
-            assert status == 200 and body["pieces"] == [0] and took_s < 5
+        # The registry heals: the waiting child hears of the next piece long before
+        # its wait is over.
+        waiting = asyncio.create_task(_list(session, pieces, known=1, wait=9))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        counting_proxy.stall_after_blob_bytes = None
+        counting_proxy.release_stalls()
+        status, body, took_s = await waiting
+        assert status == 200 and len(body["pieces"]) > 1 and took_s < 8
 
-            # The registry heals: the waiting child hears of the next piece long before
-            # its wait is over.
-            waiting = asyncio.create_task(_list(session, pieces, known=1, wait=9))
-            await asyncio.sleep(0.1)
-            assert not waiting.done()
-            counting_proxy.stall_after_blob_bytes = None
-            counting_proxy.release_stalls()
-            status, body, took_s = await waiting
-            assert status == 200 and len(body["pieces"]) > 1 and took_s < 8
-
-            for bad in ({"known": -1, "wait": 1}, {"known": "x"}, {"wait": MAX_LIST_WAIT_S + 1}):
-                status, body, _ = await _list(session, pieces, **bad)
-                assert status == 400 and "known" in body["error"], bad
-        finally:
-            counting_proxy.stall_after_blob_bytes = None
-            counting_proxy.release_stalls()
-            response = await pull
-            response.release()
-
-
-def _wait_for_task(peer: Any, layer: str) -> None:
-    wait_until(lambda: peer.engine.running(layer) is not None, 10, "the download to start")
+        for bad in ({"known": -1, "wait": 1}, {"known": "x"}, {"wait": MAX_LIST_WAIT_S + 1}):
+            status, body, _ = await _list(session, pieces, **bad)
+            assert status == 400 and "known" in body["error"], bad
 
 
 async def test_closing_answers_a_waiting_piece_list_at_once(
@@ -98,32 +118,14 @@ async def test_closing_answers_a_waiting_piece_list_at_once(
     start_swarm_peer: SwarmFactory,
     tmp_path: Path,
 ) -> None:
-    image = await push_image_async(
-        registry.url, "lists/app", "v1", [4 * MiB], seed=4, work_dir=tmp_path / "image"
-    )
-    layer = image.layers[0][0]
-    counting_proxy.stall_after_blob_bytes = 3 * MiB // 2
-    peer = await start_swarm_peer("leaving", registry.host, counting_proxy.url)
-    blob = str(peer.make_url(f"/v2/{image.repo}/blobs/{layer}?ns={image.registry_host}"))
-    pieces = f"http://127.0.0.1:{peer.piece_port}/api/v1/tasks/{layer}/pieces"
-    try:
-        async with aiohttp.ClientSession(headers=HEADERS) as session:
-            pull = asyncio.create_task(session.get(blob))
-            await asyncio.to_thread(_wait_for_task, peer, layer)
-            status, body, _ = await _list(session, pieces, known=0, wait=10)
-            assert body["pieces"] == [0]
-            waiting = asyncio.create_task(_list(session, pieces, known=1, wait=10))
-            await asyncio.sleep(0.1)
-            assert not waiting.done()
-            await peer.stop()
-            status, body, took_s = await waiting
-            assert status == 503 and body == {"error": "this peer is shutting down"}
-            assert took_s < 5
-            with contextlib.suppress(aiohttp.ClientError):
-                (await pull).release()
-    finally:
-        counting_proxy.stall_after_blob_bytes = None
-        counting_proxy.release_stalls()
+    async with _half_done(registry, counting_proxy, start_swarm_peer, tmp_path) as half:
+        waiting = asyncio.create_task(_list(half.session, half.pieces_url, known=1, wait=10))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        await half.peer.stop()
+        status, body, took_s = await waiting
+        assert status == 503 and body == {"error": "this peer is shutting down"}
+        assert took_s < 5
 
 
 class _FakeParent:
