@@ -3,6 +3,8 @@
 p2psim --nodes 1000 --strategy rule --seed 1 --json out.json --plot cdf.png
 p2psim --scenario simulations/scenarios/churn.yaml --strategy all
 p2psim compare --nodes 300 --seeds 10 --strategies rule,random,kraken --baseline rule
+p2psim compare --strategies rule,tuned --rule-weights weights.json   # tuned: rule, other weights
+p2psim tune --out weights.json   # grid search of the rule's weights (simulations/tuning.py)
 p2psim --nodes 16 --layers-mib 4,16 --trace run.trace.jsonl   # replayable into p2p-scheduler
 
 Every scenario key is a flag of the same name (``hosts_per_rack``: ``--hosts-per-rack``)
@@ -65,7 +67,8 @@ def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p2psim",
         description="Simulate a cold-start image pull on the real scheduler core. "
-        "'p2psim compare --help' for the multi-seed comparison.",
+        "'p2psim compare --help' for the multi-seed comparison, "
+        "'p2psim tune --help' for the grid search of the rule's weights.",
     )
     parser.add_argument(
         "--strategy",
@@ -130,15 +133,28 @@ def _load(args: argparse.Namespace) -> Scenario:
     return scenario.replace(**changes)
 
 
+def _check_files(strategies: Sequence[str], scenario: Scenario) -> None:
+    """Fail before any run if the tuned strategy's weights file is unusable."""
+    if "tuned" in strategies:
+        from simulations.evaluators import DEFAULT_RULE_WEIGHTS_PATH, load_rule_weights
+
+        load_rule_weights(scenario.rule_weights or DEFAULT_RULE_WEIGHTS_PATH)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["compare"]:
         return _compare_main(argv[1:])
+    if argv[:1] == ["tune"]:
+        from simulations.tuning import tune_main
+
+        return tune_main(argv[1:])
     args = _run_parser().parse_args(argv)
     try:
         scenario = _load(args)
         strategies = STRATEGIES if args.strategy == "all" else (args.strategy or scenario.strategy,)
         runs = [scenario.replace(strategy=strategy) for strategy in strategies]
+        _check_files(strategies, scenario)
         if args.trace and (len(runs) > 1 or args.records or runs[0].strategy == "direct"):
             raise ScenarioError("--trace records one run of a P2P strategy, without --records")
     except (ScenarioError, OSError, ValueError) as exc:
@@ -199,9 +215,13 @@ def _compare_main(argv: Sequence[str]) -> int:
             raise ScenarioError(f"--strategies: unknown {unknown}; choose from {STRATEGIES}")
         if args.seeds < 1 or args.jobs < 1:
             raise ScenarioError("--seeds and --jobs must be >= 1")
+        _check_files([*strategies, args.baseline], scenario)
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"p2psim: {exc}", file=sys.stderr)
         return 2
+    from simulations.provenance import provenance
+
+    origin = provenance("p2psim", ["compare", *argv])  # the code as the runs start
     progress = Progress(Progress.wanted(args.progress))
     seeds = range(scenario.seed, scenario.seed + args.seeds)
     comparison = compare(
@@ -215,7 +235,8 @@ def _compare_main(argv: Sequence[str]) -> int:
     progress.close()
     print(comparison_table(comparison))
     if args.json:
-        args.json.write_text(json.dumps(comparison_json(comparison), indent=2))
+        data = {**origin, **comparison_json(comparison)}
+        args.json.write_text(json.dumps(data, indent=2))
     if args.plot:
         from simulations.plot import plot_comparison
 

@@ -6,7 +6,11 @@ difference between a strategy and the baseline on the same seed leaves out the l
 of the draw, and the mean of those paired differences is estimated with far fewer
 seeds than comparing the two means would need. Its 95% confidence interval is a
 percentile bootstrap over seeds: resample the seeds with replacement, average the
-differences, take the 2.5th and 97.5th percentiles of those averages.
+differences, take the 2.5th and 97.5th percentiles of those averages. Relative
+differences (in %) are the same, of ``strategy / baseline - 1`` per seed.
+
+Two figures are paired: the makespan (the last node done) and the p99 node completion
+time (since each node's arrival): the tail that a rollout waits for.
 """
 
 from __future__ import annotations
@@ -43,11 +47,17 @@ class Row:
     makespan_s: float  # means over seeds
     p50_s: float
     p95_s: float
+    p99_s: float
     registry_images: float
     makespan_over_bound: float
+    p99_over_bound: float
     # Strategy minus baseline on the same seed; the baseline's own row is all zeros.
     makespan_diff: Interval
     p95_diff: Interval
+    p99_diff: Interval
+    # Strategy / baseline - 1 on the same seed, in percent.
+    makespan_rel_pct: Interval
+    p99_rel_pct: Interval
 
 
 @dataclass(frozen=True)
@@ -119,27 +129,7 @@ def compare(
     for result in results:
         runs[result.strategy].append(result)
     base = runs[baseline]
-    rows = []
-    for strategy, these in runs.items():
-        rows.append(
-            Row(
-                strategy=strategy,
-                makespan_s=_mean(r.makespan_s for r in these),
-                p50_s=_mean(r.completion_p50_s for r in these),
-                p95_s=_mean(r.completion_p95_s for r in these),
-                registry_images=_mean(r.registry_images for r in these),
-                makespan_over_bound=_mean(r.makespan_over_bound for r in these),
-                makespan_diff=bootstrap_mean(
-                    [a.makespan_s - b.makespan_s for a, b in zip(these, base, strict=True)]
-                ),
-                p95_diff=bootstrap_mean(
-                    [
-                        a.completion_p95_s - b.completion_p95_s
-                        for a, b in zip(these, base, strict=True)
-                    ]
-                ),
-            )
-        )
+    rows = [_row(strategy, these, base) for strategy, these in runs.items()]
     return Comparison(
         scenario=scenario.name,
         baseline=baseline,
@@ -148,6 +138,33 @@ def compare(
         bounds_s=tuple(r.lower_bound_s for r in base),
         rows=tuple(rows),
     )
+
+
+def _row(strategy: str, these: Sequence[RunResult], base: Sequence[RunResult]) -> Row:
+    pairs = list(zip(these, base, strict=True))
+    return Row(
+        strategy=strategy,
+        makespan_s=_mean(r.makespan_s for r in these),
+        p50_s=_mean(r.completion_p50_s for r in these),
+        p95_s=_mean(r.completion_p95_s for r in these),
+        p99_s=_mean(r.completion_p99_s for r in these),
+        registry_images=_mean(r.registry_images for r in these),
+        makespan_over_bound=_mean(r.makespan_over_bound for r in these),
+        p99_over_bound=_mean(_over(r.completion_p99_s, r.lower_bound_s) for r in these),
+        makespan_diff=bootstrap_mean([a.makespan_s - b.makespan_s for a, b in pairs]),
+        p95_diff=bootstrap_mean([a.completion_p95_s - b.completion_p95_s for a, b in pairs]),
+        p99_diff=bootstrap_mean([a.completion_p99_s - b.completion_p99_s for a, b in pairs]),
+        makespan_rel_pct=bootstrap_mean(
+            [100 * (_over(a.makespan_s, b.makespan_s) - 1) for a, b in pairs]
+        ),
+        p99_rel_pct=bootstrap_mean(
+            [100 * (_over(a.completion_p99_s, b.completion_p99_s) - 1) for a, b in pairs]
+        ),
+    )
+
+
+def _over(value: float, reference: float) -> float:
+    return value / reference if reference > 0 else math.nan
 
 
 def _mean(values: Any) -> float:
@@ -159,23 +176,29 @@ def _diff(interval: Interval) -> str:
     return f"{interval.mean:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
 
 
+def _pct(interval: Interval) -> str:
+    return f"{interval.mean:+.1f}% [{interval.low:+.1f}, {interval.high:+.1f}]"
+
+
 def comparison_table(comparison: Comparison) -> str:
     """Means over seeds, and paired differences from the baseline with 95% CIs."""
     lines = [
         f"scenario {comparison.scenario}  seeds {len(comparison.seeds)}  "
         f"baseline {comparison.baseline}  (differences: strategy - baseline, same seed; "
         "95% bootstrap CI)",
-        f"{'strategy':<10} {'makespan_s':>10} {'d_makespan_s [95% CI]':>26} {'p95_s':>8} "
-        f"{'d_p95_s [95% CI]':>26} {'registry_x':>10} {'x_bound':>8}",
+        f"{'strategy':<10} {'makespan_s':>10} {'x_bound':>7} {'d_makespan_s [95% CI]':>24} "
+        f"{'d_makespan [95% CI]':>23} {'p99_s':>7} {'d_p99_s [95% CI]':>24} "
+        f"{'d_p99 [95% CI]':>23} {'registry_x':>10}",
     ]
     for row in comparison.rows:
         lines.append(
-            f"{row.strategy:<10} {row.makespan_s:>10.2f} {_diff(row.makespan_diff):>26} "
-            f"{row.p95_s:>8.2f} {_diff(row.p95_diff):>26} {row.registry_images:>10.2f} "
-            f"{row.makespan_over_bound:>8.2f}"
+            f"{row.strategy:<10} {row.makespan_s:>10.2f} {row.makespan_over_bound:>7.2f} "
+            f"{_diff(row.makespan_diff):>24} {_pct(row.makespan_rel_pct):>23} "
+            f"{row.p99_s:>7.2f} {_diff(row.p99_diff):>24} {_pct(row.p99_rel_pct):>23} "
+            f"{row.registry_images:>10.2f}"
         )
     bound = _mean(comparison.bounds_s)
-    lines.append(f"{'bound':<10} {bound:>10.2f} {'':>26} {'':>8} {'':>26} {1.0:>10.2f} {1.0:>8.2f}")
+    lines.append(f"{'bound':<10} {bound:>10.2f} {1.0:>7.2f}")
     return "\n".join(lines)
 
 
@@ -185,16 +208,22 @@ def comparison_json(comparison: Comparison) -> dict[str, Any]:
         "baseline": comparison.baseline,
         "seeds": list(comparison.seeds),
         "lower_bound_s": list(comparison.bounds_s),
+        "lower_bound_s_mean": _mean(comparison.bounds_s),
         "strategies": [
             {
                 "strategy": row.strategy,
                 "makespan_s_mean": row.makespan_s,
                 "completion_p50_s_mean": row.p50_s,
                 "completion_p95_s_mean": row.p95_s,
+                "completion_p99_s_mean": row.p99_s,
                 "registry_images_mean": row.registry_images,
                 "makespan_over_bound_mean": row.makespan_over_bound,
+                "completion_p99_over_bound_mean": row.p99_over_bound,
                 "makespan_diff_s": row.makespan_diff.to_json(),
                 "completion_p95_diff_s": row.p95_diff.to_json(),
+                "completion_p99_diff_s": row.p99_diff.to_json(),
+                "makespan_diff_pct": row.makespan_rel_pct.to_json(),
+                "completion_p99_diff_pct": row.p99_rel_pct.to_json(),
                 "runs": [run.to_json() for run in comparison.runs[row.strategy]],
             }
             for row in comparison.rows

@@ -8,10 +8,19 @@ strategy.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
-from scheduler.core import Evaluator, Peer, RuleEvaluator, SchedulerSettings, SchedulerState
+from scheduler.core import (
+    Evaluator,
+    Peer,
+    RuleEvaluator,
+    RuleWeights,
+    SchedulerSettings,
+    SchedulerState,
+)
 from scheduler.core.learned import LearnedEvaluator
 from scheduler.learning.artifact import DEFAULT_MODEL_PATH, load_model
 from simulations.network import Network
@@ -22,6 +31,9 @@ from simulations.topology import Cluster, SimHost
 KRAKEN_JITTER = 0.1
 # The oracle looks at this many candidates per decision (the core's default is 15).
 ORACLE_SAMPLE_SIZE = 64
+# The tuned strategy's weights unless a scenario names others: what ``p2psim tune``
+# found on the training scenarios (simulations/tuning.py).
+DEFAULT_RULE_WEIGHTS_PATH = Path(__file__).with_name("tuned_rule_weights.json")
 
 
 class RandomEvaluator:
@@ -103,6 +115,26 @@ def learned_evaluator(model_path: str) -> LearnedEvaluator:
     return LearnedEvaluator(load_model(model_path or DEFAULT_MODEL_PATH))
 
 
+def load_rule_weights(path: str | Path) -> RuleWeights:
+    """The weights in a ``p2psim tune`` file: a JSON object whose ``weights`` maps weight
+    names to numbers (missing ones keep Dragonfly's). ValueError for anything else."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("weights"), dict):
+        raise ValueError(f"{path}: expected a JSON object with a 'weights' object")
+    try:
+        return RuleWeights.from_mapping(data["weights"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def tuned_evaluator(weights_path: str) -> RuleEvaluator:
+    """The rule evaluator with the weights at ``weights_path``, or the committed ones."""
+    return RuleEvaluator(load_rule_weights(weights_path or DEFAULT_RULE_WEIGHTS_PATH))
+
+
 def scheduler_for(
     scenario: Scenario, rng: random.Random, cluster: Cluster, network: Network
 ) -> SchedulerState | None:
@@ -123,6 +155,8 @@ def scheduler_for(
         )
     elif strategy == "learned":
         evaluator = learned_evaluator(scenario.model_path)
+    elif strategy == "tuned":
+        evaluator = tuned_evaluator(scenario.rule_weights)
     else:
         evaluator = RuleEvaluator()
     return SchedulerState(settings, evaluator)

@@ -7,13 +7,15 @@ not pay for importing matplotlib.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-# When the largest paired difference is this many times the smallest, the comparison
-# axis turns symmetric-log.
-SYMLOG_SPREAD = 20.0
+# When a paired difference passes this many percent (direct pulls: thousands), the
+# comparison axis turns symmetric-log, linear within SYMLOG_LINEAR_PCT of zero.
+SYMLOG_ABOVE_PCT = 100.0
+SYMLOG_LINEAR_PCT = 10.0
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -74,21 +76,33 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
     left.set_title(f"{comparison.scenario}: {len(comparison.seeds)} seeds pooled")
     rows = [row for row in comparison.rows if row.strategy != comparison.baseline]
     positions = list(range(len(rows)))
-    means = [row.makespan_diff.mean for row in rows]
-    errors = [
-        [row.makespan_diff.mean - row.makespan_diff.low for row in rows],
-        [row.makespan_diff.high - row.makespan_diff.mean for row in rows],
-    ]
-    right.barh(positions, means, xerr=errors, capsize=4, color="tab:blue", alpha=0.7)
+    means: list[float] = []
+    for offset, label, color, intervals in (
+        (-0.2, "makespan", "tab:blue", [row.makespan_rel_pct for row in rows]),
+        (0.2, "p99 node completion", "tab:orange", [row.p99_rel_pct for row in rows]),
+    ):
+        centers = [i.mean for i in intervals]
+        errors = [[i.mean - i.low for i in intervals], [i.high - i.mean for i in intervals]]
+        right.barh(
+            [p + offset for p in positions],
+            centers,
+            height=0.38,
+            xerr=errors,
+            capsize=3,
+            color=color,
+            alpha=0.7,
+            label=label,
+        )
+        means.extend(centers)
     right.set_yticks(positions, [row.strategy for row in rows])
     right.axvline(0, color="black", linewidth=1)
-    sizes = sorted(abs(m) for m in means if m != 0)
-    if sizes and sizes[-1] > SYMLOG_SPREAD * sizes[0]:
-        # Direct pulls differ by minutes, P2P strategies by fractions of a second: a
+    if any(abs(m) > SYMLOG_ABOVE_PCT for m in means if math.isfinite(m)):
+        # Direct pulls differ by thousands of percent, P2P strategies by a few: a
         # linear axis would flatten the ones worth reading.
-        right.set_xscale("symlog", linthresh=sizes[0])
-    right.set_xlabel(f"makespan minus {comparison.baseline}'s, same seed (s), 95% CI")
+        right.set_xscale("symlog", linthresh=SYMLOG_LINEAR_PCT)
+    right.set_xlabel(f"% vs {comparison.baseline}, same seed, 95% CI")
     right.set_title("paired difference (below 0: faster than the baseline)")
+    right.legend(loc="best", fontsize="small")
     right.grid(True, axis="x", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)

@@ -20,7 +20,9 @@ MiB = 1024 * 1024
 # evaluator (simulations.evaluators); the oracle's scores come from the simulator's
 # truth, which no real scheduler sees. "direct": every node pulls from the registry.
 # "learned": the learned evaluator with the model at model_path (default: the one shipped).
-STRATEGIES = ("rule", "random", "kraken", "oracle", "direct", "learned")
+# "tuned": the rule evaluator with the weights in rule_weights (default: the ones
+# ``p2psim tune`` found, simulations/tuned_rule_weights.json).
+STRATEGIES = ("rule", "random", "kraken", "oracle", "direct", "learned", "tuned")
 # A 1 GiB image in manifest order: base OS, language runtime, dependencies, application,
 # assets, configuration. Sizes in MiB; they sum to 1024.
 DEFAULT_LAYERS_MIB = (28.0, 150.0, 480.0, 300.0, 64.0, 2.0)
@@ -38,6 +40,8 @@ class Scenario:
     strategy: str = "rule"
     # The learned strategy's model file (p2pctl model train); empty: the shipped model.
     model_path: str = ""
+    # The tuned strategy's weights file (p2psim tune); empty: the committed one.
+    rule_weights: str = ""
     # Network.
     host_upload_bps: float = 10 * GBPS
     host_download_bps: float = 10 * GBPS

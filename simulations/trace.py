@@ -355,6 +355,10 @@ def core_evaluator(header: TraceHeader) -> Evaluator:
         from simulations.evaluators import learned_evaluator
 
         return learned_evaluator(str(header.scenario.get("model_path", "")))
+    if strategy == "tuned":
+        from simulations.evaluators import tuned_evaluator
+
+        return tuned_evaluator(str(header.scenario.get("rule_weights", "")))
     raise TraceError(f"strategy {strategy!r} has an evaluator only the simulator runs")
 
 

@@ -33,7 +33,7 @@ from scheduler.core.errors import (
     UnknownHostError,
     UnknownPeerError,
 )
-from scheduler.core.evaluator import Evaluator, RuleEvaluator, RuleTerms
+from scheduler.core.evaluator import Evaluator, RuleEvaluator, RuleTerms, RuleWeights
 from scheduler.core.events import (
     Event,
     HostAnnounced,
@@ -80,6 +80,7 @@ __all__ = [
     "RetryLater",
     "RuleEvaluator",
     "RuleTerms",
+    "RuleWeights",
     "SchedulerError",
     "SchedulerSettings",
     "SchedulerState",

@@ -9,9 +9,10 @@ children reported, topology labels and peer progress.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
 
 from scheduler.core.model import UPLOAD_WINDOW_S, Host, Peer, PeerState
 
@@ -49,6 +50,50 @@ REFERENCE_PIECE_BYTES = 16 * 1024 * 1024
 SEED_FETCHING_SCORE = 1.0
 SEED_DONE_SCORE = 0.0
 NORMAL_HOST_SCORE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RuleWeights:
+    """The rule evaluator's weights; the defaults are Dragonfly's.
+
+    Only the order of scores matters (the best few candidates are handed out), so
+    scaling every weight by the same factor changes nothing. Each weight must be finite
+    and >= 0: a negative weight would turn a term that marks a better parent into a
+    penalty, which is never what an operator means.
+    """
+
+    load_quality: float = LOAD_QUALITY_WEIGHT
+    idc_affinity: float = IDC_AFFINITY_WEIGHT
+    location_affinity: float = LOCATION_AFFINITY_WEIGHT
+    host_type: float = HOST_TYPE_WEIGHT
+    bandwidth_headroom: float = BANDWIDTH_HEADROOM_WEIGHT
+    bandwidth_duration: float = BANDWIDTH_DURATION_WEIGHT
+    concurrency: float = CONCURRENCY_WEIGHT
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"rule weight {f.name} must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"rule weight {f.name} must be finite and >= 0, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RuleWeights:
+        """Weights from a mapping of field names; missing ones keep Dragonfly's default."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown rule weights: {', '.join(map(str, unknown))}; known: {sorted(known)}"
+            )
+        return cls(**data)
+
+    def to_json(self) -> dict[str, float]:
+        return asdict(self)
+
+
+DEFAULT_RULE_WEIGHTS = RuleWeights()
 
 
 def bandwidth_headroom(host: Host) -> float:
@@ -91,12 +136,15 @@ def concurrency(host: Host) -> float:
     return saturating / uploads
 
 
-def load_quality(host: Host, now: float) -> float:
-    """``0.5 x bandwidth_headroom + 0.3 x bandwidth_duration + 0.2 x concurrency``."""
+def load_quality(host: Host, now: float, weights: RuleWeights = DEFAULT_RULE_WEIGHTS) -> float:
+    """``0.5 x bandwidth_headroom + 0.3 x bandwidth_duration + 0.2 x concurrency``.
+
+    The weights are ``weights``' inner three; those above are the defaults.
+    """
     return (
-        BANDWIDTH_HEADROOM_WEIGHT * bandwidth_headroom(host)
-        + BANDWIDTH_DURATION_WEIGHT * bandwidth_duration(host, now)
-        + CONCURRENCY_WEIGHT * concurrency(host)
+        weights.bandwidth_headroom * bandwidth_headroom(host)
+        + weights.bandwidth_duration * bandwidth_duration(host, now)
+        + weights.concurrency * concurrency(host)
     )
 
 
@@ -153,11 +201,16 @@ class RuleTerms:
 
     @property
     def total(self) -> float:
+        """The score with Dragonfly's default weights."""
+        return self.weighted(DEFAULT_RULE_WEIGHTS)
+
+    def weighted(self, weights: RuleWeights) -> float:
+        """The score with ``weights``' top-level four (the load term is already mixed)."""
         return (
-            LOAD_QUALITY_WEIGHT * self.load_quality
-            + IDC_AFFINITY_WEIGHT * self.idc_affinity
-            + LOCATION_AFFINITY_WEIGHT * self.location_affinity
-            + HOST_TYPE_WEIGHT * self.host_type
+            weights.load_quality * self.load_quality
+            + weights.idc_affinity * self.idc_affinity
+            + weights.location_affinity * self.location_affinity
+            + weights.host_type * self.host_type
         )
 
 
@@ -168,31 +221,39 @@ class RuleEvaluator:
     + 0.1 x host_type`` with
     ``load_quality = 0.5 x bandwidth_headroom + 0.3 x bandwidth_duration + 0.2 x concurrency``.
 
-    Each term is defined by the function of the same name in this module.
+    Each term is defined by the function of the same name in this module. Other
+    ``weights`` replace the seven numbers (``RuleWeights``); the terms stay the same.
     """
 
     name = "rule"
 
+    def __init__(self, weights: RuleWeights = DEFAULT_RULE_WEIGHTS) -> None:
+        self.weights = weights
+
     def terms(self, child: Peer, parent: Peer, now: float) -> RuleTerms:
         parent_host, child_host = parent.host, child.host
         return RuleTerms(
-            load_quality=load_quality(parent_host, now),
+            load_quality=load_quality(parent_host, now, self.weights),
             idc_affinity=idc_affinity(parent_host.idc, child_host.idc),
             location_affinity=location_affinity(parent_host.location, child_host.location),
             host_type=host_type(parent),
         )
 
     def score(self, child: Peer, candidates: Sequence[Peer], now: float) -> list[float]:
-        # ``terms(...).total`` for each candidate, without building the terms.
+        # ``terms(...).weighted(self.weights)`` for each candidate, without building the
+        # terms; the same operations in the same order, so the same floats.
+        weights = self.weights
+        w_load, w_idc = weights.load_quality, weights.idc_affinity
+        w_location, w_host_type = weights.location_affinity, weights.host_type
         child_host = child.host
         child_idc, child_location = child_host.idc, child_host.location
         scores = []
         for parent in candidates:
             parent_host = parent.host
             scores.append(
-                LOAD_QUALITY_WEIGHT * load_quality(parent_host, now)
-                + IDC_AFFINITY_WEIGHT * idc_affinity(parent_host.idc, child_idc)
-                + LOCATION_AFFINITY_WEIGHT * location_affinity(parent_host.location, child_location)
-                + HOST_TYPE_WEIGHT * host_type(parent)
+                w_load * load_quality(parent_host, now, weights)
+                + w_idc * idc_affinity(parent_host.idc, child_idc)
+                + w_location * location_affinity(parent_host.location, child_location)
+                + w_host_type * host_type(parent)
             )
         return scores

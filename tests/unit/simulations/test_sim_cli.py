@@ -74,6 +74,7 @@ def test_every_scenario_key_is_a_flag(capsys: pytest.CaptureFixture[str], tmp_pa
         "arrival_spread_s": "0.5",
         "max_sim_time_s": "100",
         "model_path": "",  # the learned strategy's model; empty: the shipped one
+        "rule_weights": "",  # the tuned strategy's weights; empty: the committed ones
     }
     fields = {f.name for f in dataclasses.fields(Scenario)} - {"strategy"}
     assert set(values) == fields  # a new key must get a flag and a line here
@@ -152,6 +153,34 @@ def test_compare_pairs_each_strategy_with_the_baseline_on_the_same_seeds() -> No
     assert table.splitlines()[-1].split()[0] == "bound"
 
 
+def test_compare_pairs_the_p99_node_completion_too() -> None:
+    # 40 nodes, so the p99 (the 40th time) is not the p95 (the 38th).
+    scenario = Scenario(
+        name="p99", nodes=40, hosts_per_rack=10, layers_mib=(4.0, 8.0), registry_egress_bps=5e7
+    )
+    comparison = compare(scenario, ["direct"], "rule", range(3))
+    rule, direct = comparison.runs["rule"], comparison.runs["direct"]
+    assert all(r.completion_p99_s > r.completion_p95_s for r in rule)
+    row = comparison.rows[1]
+    assert row.p99_s == pytest.approx(sum(r.completion_p99_s for r in direct) / 3)
+    paired = [d.completion_p99_s - r.completion_p99_s for d, r in zip(direct, rule, strict=True)]
+    assert row.p99_diff.mean == pytest.approx(sum(paired) / 3)
+    assert row.p99_diff.low <= row.p99_diff.mean <= row.p99_diff.high
+    relative = [
+        100 * (d.completion_p99_s / r.completion_p99_s - 1)
+        for d, r in zip(direct, rule, strict=True)
+    ]
+    assert row.p99_rel_pct.mean == pytest.approx(sum(relative) / 3)
+    assert row.p99_rel_pct.low > 0  # direct pulls from a slow registry: clearly slower
+    assert row.p99_over_bound == pytest.approx(
+        sum(d.completion_p99_s / d.lower_bound_s for d in direct) / 3
+    )
+    assert comparison.rows[0].p99_rel_pct == comparison.rows[0].p99_diff  # all zeros
+    header, first = comparison_table(comparison).splitlines()[1:3]
+    assert "p99_s" in header and "d_p99 [95% CI]" in header
+    assert first.split()[0] == "rule" and "+0.0% [+0.0, +0.0]" in first
+
+
 def test_runs_in_parallel_processes_equal_runs_in_one(tmp_path: Path) -> None:
     plan = [Scenario(name="par", nodes=8, layers_mib=(4.0,), seed=s) for s in range(3)]
     assert run_all(plan, jobs=2) == run_all(plan, jobs=1)
@@ -169,4 +198,8 @@ def test_compare_command_writes_table_json_and_plot(
     assert [s["strategy"] for s in data["strategies"]] == ["rule", "kraken", "direct"]
     assert len(data["strategies"][1]["runs"]) == 2
     assert set(data["strategies"][1]["makespan_diff_s"]) == {"mean", "ci95_low", "ci95_high"}
+    for key in ("completion_p99_diff_s", "completion_p99_diff_pct", "makespan_diff_pct"):
+        assert set(data["strategies"][1][key]) == {"mean", "ci95_low", "ci95_high"}
+    assert data["command"].startswith("p2psim compare --nodes 12")
+    assert {"created_at", "code_revision", "code_modified"} <= set(data)
     assert plot.read_bytes().startswith(PNG_MAGIC)
