@@ -10,8 +10,9 @@ from scheduler.core import FilterReason, Parents, RetryLater, SchedulerSettings
 from scheduler.core.filters import Descendants, rejection_reason
 from tests.unit.scheduler.swarm import PIECES, Swarm
 
-# Each setup builds a swarm where child "c" has exactly one candidate, "x", and returns
-# nothing; the row says which reason "x" must be rejected for.
+# Each setup builds a swarm where child "c" has one candidate, "x" (and, for bad_parent,
+# a good alternative "y"), and returns nothing; the row says which reason "x" must be
+# rejected for.
 
 
 def _self(swarm: Swarm) -> None:
@@ -30,12 +31,17 @@ def _blocked(swarm: Swarm) -> None:
     swarm.state.block_parent("c", "x")
 
 
-def _bad_parent(swarm: Swarm) -> None:
+def _slow_x(swarm: Swarm) -> None:
     swarm.peer("c")
     swarm.full("x")
     swarm.peer("other", "h-c")  # reports the costs; same host as c, so never c's parent
     swarm.report("other", "x", [0], cost_s=1.0)
     swarm.report("other", "x", [1], cost_s=25.0)  # > 20x the mean of the one before
+
+
+def _bad_parent(swarm: Swarm) -> None:
+    _slow_x(swarm)
+    swarm.full("y")  # a slow parent is passed over only while another will do
 
 
 def _nothing_needed(swarm: Swarm) -> None:
@@ -85,7 +91,8 @@ def test_each_reason_is_named_in_the_decision(
     swarm = Swarm()
     setup(swarm)
     decision = swarm.schedule("c")
-    assert not isinstance(decision, Parents)
+    chosen = [p.peer_id for p in decision.parents] if isinstance(decision, Parents) else []
+    assert chosen == (["y"] if reason is FilterReason.BAD_PARENT else [])
     rejected = {r.peer_id: r.reason for r in decision.rejected}
     candidate = "c" if reason is FilterReason.SELF else "x"
     assert rejected[candidate] is reason
@@ -146,11 +153,34 @@ def test_a_full_parent_is_skipped_for_other_children() -> None:
 def test_bad_parent_filter_uses_the_settings_ttl() -> None:
     swarm = Swarm(SchedulerSettings(bad_parent_ttl_s=10.0))
     _bad_parent(swarm)
-    assert not isinstance(swarm.schedule("c"), Parents)
+    first = swarm.schedule("c")
+    assert isinstance(first, Parents)
+    assert [p.peer_id for p in first.parents] == ["y"]
     swarm.now = 10.0  # the verdict expired: x may be tried again
     decision = swarm.schedule("c")
     assert isinstance(decision, Parents)
+    assert sorted(p.peer_id for p in decision.parents) == ["x", "y"]
+    assert FilterReason.BAD_PARENT not in {r.reason for r in decision.rejected}
+
+
+def test_a_slow_parent_is_used_when_no_other_candidate_will_do() -> None:
+    # x looks slow, but nobody else has what c needs: waiting for the flag to expire
+    # would stall c (and, were x the only holder of some pieces, the whole task).
+    swarm = Swarm(SchedulerSettings(bad_parent_ttl_s=30.0))
+    _slow_x(swarm)
+    decision = swarm.schedule("c")
+    assert isinstance(decision, Parents)
     assert [p.peer_id for p in decision.parents] == ["x"]
+    assert FilterReason.BAD_PARENT not in {r.reason for r in decision.rejected}
+
+
+def test_a_slow_parent_used_as_a_last_resort_still_passes_the_other_filters() -> None:
+    swarm = Swarm(SchedulerSettings(bad_parent_ttl_s=30.0))
+    _slow_x(swarm)
+    swarm.state.block_parent("c", "x")  # blocked comes before bad_parent: still out
+    decision = swarm.schedule("c")
+    assert isinstance(decision, RetryLater)
+    assert ("x", FilterReason.BLOCKED) in [(r.peer_id, r.reason) for r in decision.rejected]
 
 
 def test_upload_slots_count_per_task() -> None:
