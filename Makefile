@@ -61,6 +61,7 @@ bench: deps venv sim-accel
 	$(BIN)/python -m bench.mirror_bench
 	$(BIN)/python -m bench.swarm_bench
 	$(BIN)/python -m bench.sched_bench
+	$(BIN)/python -m bench.model_bench --json bench/results/model.json
 	$(BIN)/python -m bench.sim_bench
 
 # As root (network namespaces, tc): real processes on an emulated network, three scenarios,

@@ -6,14 +6,20 @@
   features and model included, timed one call at a time: p50, p99.
 - ``decide``: whole ``SchedulerState.schedule`` calls (sampling, filters, scoring,
   applying the decision) on a 1000-peer task, rule vs learned with the shipped model.
+
+Issue 5's target: the learned ``score`` p99 under 1 ms. A p99 is the machine's as much
+as the code's (one preemption is a millisecond), so the file records the load average
+before and after the run next to the command, time and code revision.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,9 @@ from scheduler.core import (
 )
 from scheduler.core.learned import LearnedEvaluator
 from scheduler.learning.artifact import default_model
+from simulations.provenance import provenance
 
+TARGET_SCORE_P99_US = 1000.0
 MiB = 1024 * 1024
 TASK = "sha256:" + "cd" * 32
 PIECES = 256
@@ -113,11 +121,22 @@ def main() -> int:
     if model is None:
         raise SystemExit("no shipped model: make model")
     results: dict[str, Any] = {
+        **provenance("python -m bench.model_bench", sys.argv[1:]),
+        "load_average_before": os.getloadavg(),
         "model": {"version": model.version, "trees": model.tree_count, "depth": model.depth},
         "candidates": CANDIDATES,
     }
     for name, make in (("rule", RuleEvaluator), ("learned", lambda: LearnedEvaluator(model))):
         results[name] = {"score": bench_score(make()), "decide": bench_decide(make())}
+    results["load_average_after"] = os.getloadavg()
+    measured = results["learned"]["score"]["p99_us"]
+    results["targets"] = {
+        "learned_score_p99_us": {
+            "target": f"< {TARGET_SCORE_P99_US:g}",
+            "measured": round(measured, 1),
+            "met": measured < TARGET_SCORE_P99_US,
+        }
+    }
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
