@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from peer.backsource import OriginSupplier, PieceTransfer
 from peer.metrics import PeerMetrics
 from peer.parent_client import ParentClient, ParentError
-from peer.parent_watch import ParentWatch
+from peer.parent_watch import ParentWatch, wants_fresher_lists
 from peer.piece_hasher import SpanHasher
 from peer.piece_picker import pick_pieces
 from peer.reporter import TransferReporter
@@ -197,7 +197,11 @@ class SwarmSupplier:
                     rng=self._rng,
                     seeds=watch.seeds,
                 )
-                watch.set_hungry(self._short_of_pieces(missing, available, len(picks)))
+                watch.set_hungry(
+                    wants_fresher_lists(
+                        len(fetches) + len(picks), self._in_flight, missing, available, picks
+                    )
+                )
                 for index, parent_id in picks:
                     load[parent_id] += 1
                     fetches[index] = asyncio.create_task(
@@ -259,21 +263,6 @@ class SwarmSupplier:
         swarm.parents = {p.peer_id: p for p in decision.parents}
         swarm.digests.update(decision.piece_digests)
         swarm.watch.follow(decision.parents)
-
-    def _short_of_pieces(
-        self, missing: list[int], available: dict[str, frozenset[int]], picked: int
-    ) -> bool:
-        """Whether, after ``picked`` new requests, fewer pieces than ``pieces_in_flight``
-        are left that some parent offers: then fresher piece lists are worth asking."""
-        wanted = self._in_flight + picked
-        lists = list(available.values())
-        offered = 0
-        for index in missing:
-            if any(index in pieces for pieces in lists):
-                offered += 1
-                if offered >= wanted:
-                    return False
-        return True
 
     @staticmethod
     def _lacks_digests(task: BlobTask, swarm: _Swarm) -> bool:

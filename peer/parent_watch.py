@@ -10,9 +10,10 @@ once instead of at its next poll, and a parent with nothing new costs one reques
 - a complete parent's list cannot change, so its watcher stops after reading it once;
 - a seed's list changes with time as well as with its pieces (``peer.seed_offer``): it
   answers at once, and is asked again every ``LIST_GAP_S``;
-- while the conductor already knows of more pieces it could fetch than it has slots for
-  (:meth:`ParentWatch.set_hungry` False), fresher lists would change none of its choices,
-  so no watcher asks again until it runs short. A long poll already waiting stays.
+- while the conductor's pipeline is full and it already knows of more pieces it could
+  fetch than it has slots for (:meth:`ParentWatch.set_hungry` False), fresher lists
+  would change none of its choices, so no watcher asks again until it runs short. A long
+  poll already waiting stays.
 
 A parent that cannot be reached is reported through :meth:`ParentWatch.take_unreachable`
 (the conductor decides whether to give up on it) and asked again after ``LIST_GAP_S``.
@@ -31,6 +32,32 @@ from peer.scheduler_client import ParentInfo
 LIST_WAIT_S = 2.0
 # The least time between the starts of two piece-list requests to one parent.
 LIST_GAP_S = 0.25
+
+
+def wants_fresher_lists(
+    requests: int,
+    limit: int,
+    missing: list[int],
+    available: dict[str, frozenset[int]],
+    picks: list[tuple[int, str]],
+) -> bool:
+    """Whether piece lists are worth reading again, after the conductor picked ``picks``.
+
+    Yes while its ``requests`` in flight are fewer than its ``limit`` (the parents at hand
+    may all be at their per-parent limit, or have nothing), or while fewer than ``limit``
+    of the ``missing`` pieces not just picked are offered by some parent in ``available``.
+    """
+    if requests < limit:
+        return True
+    picked = {index for index, _ in picks}
+    lists = list(available.values())
+    offered = 0
+    for index in missing:
+        if index not in picked and any(index in pieces for pieces in lists):
+            offered += 1
+            if offered >= limit:
+                return False
+    return True
 
 
 class ParentWatch:
