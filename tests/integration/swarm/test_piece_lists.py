@@ -163,65 +163,61 @@ async def _serving(parent: _FakeParent) -> AsyncIterator[ParentInfo]:
         await server.close()
 
 
-async def test_a_watch_reads_a_complete_parent_once_and_long_polls_a_growing_one() -> None:
+@pytest.fixture
+async def watch() -> AsyncIterator[ParentWatch]:
     client = ParentClient(None, 2.0, 10.0)
-    complete, growing = _FakeParent(complete=True), _FakeParent(complete=False)
+    watch = ParentWatch(client, "sha256:" + "0" * 64)
     try:
-        async with _serving(complete) as done_info, _serving(growing) as growing_info:
-            growing_info = ParentInfo("growing", "g", "127.0.0.1", growing_info.piece_port, 1.0)
-            watch = ParentWatch(client, "sha256:" + "0" * 64)
-            watch.follow([done_info, growing_info])
-            while watch.availability != {"parent": {0}, "growing": {0}}:
-                await asyncio.wait_for(watch.next_change(), 5)
-            # The growing parent is now asked with what the child knows, and holds it.
-            await asyncio.wait_for(growing.holding.wait(), 5)
-            assert growing.queries[1] == {"known": "1", "wait": f"{LIST_WAIT_S:g}"}
-            growing.grow.set()
-            started = time.monotonic()
-            while watch.availability["growing"] != {0, 1}:
-                await asyncio.wait_for(watch.next_change(), 5)
-            assert time.monotonic() - started < LIST_WAIT_S
-            await asyncio.sleep(1.5 * LIST_GAP_S)
-            assert len(complete.queries) == 1  # a complete list cannot change
-            assert watch.take_unreachable() == []
-            await watch.close()
+        yield watch
     finally:
-        await client.close()
-
-
-async def test_an_unreachable_parent_is_reported_and_its_list_emptied() -> None:
-    client = ParentClient(None, 1.0, 2.0)
-    with_port = _FakeParent(complete=False)
-    try:
-        async with _serving(with_port) as info:
-            pass  # the server is gone: its port refuses connections now
-        watch = ParentWatch(client, "sha256:" + "0" * 64)
-        watch.follow([info])
-        await asyncio.wait_for(watch.next_change(), 5)
-        assert watch.take_unreachable() == ["parent"]
-        assert watch.availability == {"parent": frozenset()}
-        watch.drop("parent")
-        assert watch.availability == {} and watch.take_unreachable() == []
         await watch.close()
-    finally:
         await client.close()
 
 
-async def test_a_sated_watch_asks_again_only_once_hungry() -> None:
-    client = ParentClient(None, 2.0, 10.0)
+async def test_a_watch_reads_a_complete_parent_once_and_long_polls_a_growing_one(
+    watch: ParentWatch,
+) -> None:
+    complete, growing = _FakeParent(complete=True), _FakeParent(complete=False)
+    async with _serving(complete) as done_info, _serving(growing) as growing_info:
+        growing_info = ParentInfo("growing", "g", "127.0.0.1", growing_info.piece_port, 1.0)
+        watch.follow([done_info, growing_info])
+        while watch.availability != {"parent": {0}, "growing": {0}}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        # The growing parent is now asked with what the child knows, and holds it.
+        await asyncio.wait_for(growing.holding.wait(), 5)
+        assert growing.queries[1] == {"known": "1", "wait": f"{LIST_WAIT_S:g}"}
+        growing.grow.set()
+        started = time.monotonic()
+        while watch.availability["growing"] != {0, 1}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        assert time.monotonic() - started < LIST_WAIT_S
+        await asyncio.sleep(1.5 * LIST_GAP_S)
+        assert len(complete.queries) == 1  # a complete list cannot change
+        assert watch.take_unreachable() == []
+
+
+async def test_an_unreachable_parent_is_reported_and_its_list_emptied(
+    watch: ParentWatch,
+) -> None:
+    async with _serving(_FakeParent(complete=False)) as info:
+        pass  # the server is gone: its port refuses connections now
+    watch.follow([info])
+    await asyncio.wait_for(watch.next_change(), 5)
+    assert watch.take_unreachable() == ["parent"]
+    assert watch.availability == {"parent": frozenset()}
+    watch.drop("parent")
+    assert watch.availability == {} and watch.take_unreachable() == []
+
+
+async def test_a_sated_watch_asks_again_only_once_hungry(watch: ParentWatch) -> None:
     growing = _FakeParent(complete=False)
-    try:
-        async with _serving(growing) as info:
-            watch = ParentWatch(client, "sha256:" + "0" * 64)
-            watch.set_hungry(False)  # the conductor has more to fetch than slots
-            watch.follow([info])
-            while watch.availability != {"parent": {0}}:
-                await asyncio.wait_for(watch.next_change(), 5)
-            await asyncio.sleep(1.5 * LIST_GAP_S)  # past the gap between two requests
-            assert len(growing.queries) == 1
-            watch.set_hungry(True)
-            await asyncio.wait_for(growing.holding.wait(), 5)
-            assert growing.queries[1] == {"known": "1", "wait": f"{LIST_WAIT_S:g}"}
-            await watch.close()
-    finally:
-        await client.close()
+    async with _serving(growing) as info:
+        watch.set_hungry(False)  # the conductor has more to fetch than slots
+        watch.follow([info])
+        while watch.availability != {"parent": {0}}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        await asyncio.sleep(1.5 * LIST_GAP_S)  # past the gap between two requests
+        assert len(growing.queries) == 1
+        watch.set_hungry(True)
+        await asyncio.wait_for(growing.holding.wait(), 5)
+        assert growing.queries[1] == {"known": "1", "wait": f"{LIST_WAIT_S:g}"}
