@@ -25,8 +25,9 @@ batch goes out ``REPORT_INTERVAL_S`` after its first report, or at once with
 ``REPORT_BATCH`` pending, and the last one just before a finished peer calls
 ``finish_peer``. Until then the scheduler does not know the piece is there, nor trust
 its digest if it came from the origin or a seed. The parents' piece lists are read
-from the simulated peers at once (the real peer long-polls them over HTTP,
-``peer.parent_watch``, and hears of a new piece within a round trip).
+from the simulated peers at once (the real peer long-polls them over HTTP while it is
+short of pieces to fetch, ``peer.parent_watch``, and then hears of a new piece within a
+round trip).
 """
 
 from __future__ import annotations
