@@ -137,12 +137,12 @@ class ParentWatch:
                 listed = await self._client.piece_list(parent, self._task_id, known, LIST_WAIT_S)
             except ParentError as exc:
                 known = None
-                if self.availability.get(parent_id):
+                unreachable = exc.reason == "unreachable"
+                if unreachable:
+                    self._unreachable.append(parent_id)
+                if unreachable or self.availability.get(parent_id):
                     self._changed()
                 self.availability[parent_id] = frozenset()
-                if exc.reason == "unreachable":
-                    self._unreachable.append(parent_id)
-                    self._changed()
             else:
                 if listed.pieces != self.availability.get(parent_id):
                     self.availability[parent_id] = listed.pieces

@@ -142,39 +142,34 @@ class BlobTask:
 
         Returns False on timeout.
         """
-        async with self._progress:
-            try:
-                await asyncio.wait_for(
-                    self._progress.wait_for(
-                        lambda: self.servable_bytes > offset or self.state is not TaskState.RUNNING
-                    ),
-                    timeout_s,
-                )
-            except TimeoutError:
-                return False
-        return True
+        return await self._wait_until(
+            lambda: self.servable_bytes > offset or self.state is not TaskState.RUNNING,
+            timeout_s,
+        )
 
     async def wait_for_change(
         self, known: int, timeout_s: float, stop: Callable[[], bool] = lambda: False
     ) -> None:
         """Wait until the task holds other than ``known`` pieces, has ended, or ``stop()``
         is true, at most ``timeout_s``: a child long-polling this peer's piece list."""
-        async with self._progress:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._progress.wait_for(
-                        lambda: (
-                            len(self._pieces) != known
-                            or self.state is not TaskState.RUNNING
-                            or stop()
-                        )
-                    ),
-                    timeout_s,
-                )
+        await self._wait_until(
+            lambda: len(self._pieces) != known or self.state is not TaskState.RUNNING or stop(),
+            timeout_s,
+        )
 
     async def wake(self) -> None:
         """Make everyone waiting on this task look at their condition again."""
-        await self._notify()
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _wait_until(self, ready: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``ready()``, checked at every change of the task; False on timeout."""
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(ready), timeout_s)
+            except TimeoutError:
+                return False
+        return True
 
     async def cancel(self) -> None:
         if self._runner is not None and not self._runner.done():
@@ -200,7 +195,7 @@ class BlobTask:
                 len(recorded),
             )
         fetching = asyncio.create_task(self._fetch_all())
-        fetching.add_done_callback(lambda _: asyncio.create_task(self._notify()))
+        fetching.add_done_callback(lambda _: asyncio.create_task(self.wake()))
         self._fetching = fetching
         try:
             await self._verify_all()
@@ -278,7 +273,7 @@ class BlobTask:
         self._digests[index] = digest
         self._pieces.add(index)
         self.last_progress_at = time.monotonic()
-        await self._notify()
+        await self.wake()
         self._save_progress(force=False)
         return digest
 
@@ -318,10 +313,6 @@ class BlobTask:
         if isinstance(error, TaskFailed):
             raise error
         raise TaskFailed(f"download stopped before piece {self._hashed_pieces}: {error!r}")
-
-    async def _notify(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
 
     def _read_piece(self, index: int) -> Iterator[bytes]:
         offset, end = self.layout.start(index), self.layout.stop(index)

@@ -45,7 +45,7 @@ async def test_pieces_recorded_as_the_blob_completes_are_still_reported(
     # conductor's loop has seen the blob complete: the moment reports used to be lost.
     child_dir = str(tmp_path / "child")
     seen_complete: dict[str, asyncio.Event] = {}
-    notify, missing_pieces = BlobTask._notify, BlobTask.missing_pieces
+    notify, missing_pieces = BlobTask.wake, BlobTask.missing_pieces
 
     def watched_missing_pieces(self: BlobTask) -> list[int]:
         missing = missing_pieces(self)
@@ -59,7 +59,7 @@ async def test_pieces_recorded_as_the_blob_completes_are_still_reported(
             await seen_complete.setdefault(self.digest, asyncio.Event()).wait()
 
     monkeypatch.setattr(BlobTask, "missing_pieces", watched_missing_pieces)
-    monkeypatch.setattr(BlobTask, "_notify", held_notify)
+    monkeypatch.setattr(BlobTask, "wake", held_notify)
 
     for peer in (seed, child):
         assert await _pull_all(peer, image) == {d: d for d in image.blob_digests}
