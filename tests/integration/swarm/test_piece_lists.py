@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from peer.daemon import PeerDaemon
 from peer.parent_client import ParentClient
-from peer.parent_watch import LIST_GAP_S, LIST_WAIT_S, ParentWatch
+from peer.parent_watch import LIST_WAIT_S, ParentWatch
 from peer.piece_server import MAX_LIST_WAIT_S
 from peer.pieces import MiB
 from peer.scheduler_client import ParentInfo
@@ -49,20 +49,20 @@ class _HalfDone:
     pieces_url: str
 
 
-@contextlib.asynccontextmanager
-async def _half_done(
+@pytest.fixture
+async def half(
     registry: RegistryProcess,
-    proxy: CountingProxy,
-    start_peer: SwarmFactory,
-    work_dir: Path,
+    counting_proxy: CountingProxy,
+    start_swarm_peer: SwarmFactory,
+    tmp_path: Path,
 ) -> AsyncIterator[_HalfDone]:
     image = await push_image_async(
-        registry.url, "lists/app", "v1", [4 * MiB], seed=3, work_dir=work_dir
+        registry.url, "lists/app", "v1", [4 * MiB], seed=3, work_dir=tmp_path / "image"
     )
     layer = image.layers[0][0]
     # Alone in the swarm, the peer fetches from the registry, which dies after piece 0.
-    proxy.stall_after_blob_bytes = 3 * MiB // 2
-    peer = await start_peer("lonely", registry.host, proxy.url)
+    counting_proxy.stall_after_blob_bytes = 3 * MiB // 2
+    peer = await start_swarm_peer("lonely", registry.host, counting_proxy.url)
     blob = str(peer.make_url(f"/v2/{image.repo}/blobs/{layer}?ns={image.registry_host}"))
     pieces_url = f"http://127.0.0.1:{peer.piece_port}/api/v1/tasks/{layer}/pieces"
     async with aiohttp.ClientSession(headers=HEADERS) as session:
@@ -75,72 +75,72 @@ async def _half_done(
             assert status == 200 and body["pieces"] == [0] and not body["complete"]
             yield _HalfDone(peer, session, pieces_url)
         finally:
-            proxy.stall_after_blob_bytes = None
-            proxy.release_stalls()
+            counting_proxy.stall_after_blob_bytes = None
+            counting_proxy.release_stalls()
             with contextlib.suppress(aiohttp.ClientError):
                 (await pull).release()
 
 
 async def test_a_long_poll_answers_when_a_piece_arrives_and_else_after_its_wait(
-    registry: RegistryProcess,
-    counting_proxy: CountingProxy,
-    start_swarm_peer: SwarmFactory,
-    tmp_path: Path,
+    half: _HalfDone, counting_proxy: CountingProxy
 ) -> None:
-    async with _half_done(registry, counting_proxy, start_swarm_peer, tmp_path) as half:
-        session, pieces = half.session, half.pieces_url
-        # Nothing new: the answer waits for the whole wait, then repeats the list.
-        status, body, took_s = await _list(session, pieces, known=1, wait=0.3)
-        assert status == 200 and body["pieces"] == [0]
-        assert took_s >= 0.3
-        # A count the child does not have yet: the answer comes at once.
-        status, body, took_s = await _list(session, pieces, known=3, wait=10)
-        assert status == 200 and body["pieces"] == [0] and took_s < 5
+    session, pieces = half.session, half.pieces_url
+    # Nothing new: the answer waits for the whole wait, then repeats the list.
+    status, body, took_s = await _list(session, pieces, known=1, wait=0.3)
+    assert status == 200 and body["pieces"] == [0]
+    assert took_s >= 0.3
+    # A count the child does not have yet: the answer comes at once.
+    status, body, took_s = await _list(session, pieces, known=3, wait=10)
+    assert status == 200 and body["pieces"] == [0] and took_s < 5
 
-        # The registry heals: the waiting child hears of the next piece long before
-        # its wait is over.
-        waiting = asyncio.create_task(_list(session, pieces, known=1, wait=9))
-        await asyncio.sleep(0.1)
-        assert not waiting.done()
-        counting_proxy.stall_after_blob_bytes = None
-        counting_proxy.release_stalls()
-        status, body, took_s = await waiting
-        assert status == 200 and len(body["pieces"]) > 1 and took_s < 8
+    # The registry heals: the waiting child hears of the next piece long before
+    # its wait is over.
+    waiting = asyncio.create_task(_list(session, pieces, known=1, wait=9))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    counting_proxy.stall_after_blob_bytes = None
+    counting_proxy.release_stalls()
+    status, body, took_s = await waiting
+    assert status == 200 and len(body["pieces"]) > 1 and took_s < 8
 
-        for bad in ({"known": -1, "wait": 1}, {"known": "x"}, {"wait": MAX_LIST_WAIT_S + 1}):
-            status, body, _ = await _list(session, pieces, **bad)
-            assert status == 400 and "known" in body["error"], bad
+    for bad in ({"known": -1, "wait": 1}, {"known": "x"}, {"wait": MAX_LIST_WAIT_S + 1}):
+        status, body, _ = await _list(session, pieces, **bad)
+        assert status == 400 and "known" in body["error"], bad
 
 
-async def test_closing_answers_a_waiting_piece_list_at_once(
-    registry: RegistryProcess,
-    counting_proxy: CountingProxy,
-    start_swarm_peer: SwarmFactory,
-    tmp_path: Path,
-) -> None:
-    async with _half_done(registry, counting_proxy, start_swarm_peer, tmp_path) as half:
-        waiting = asyncio.create_task(_list(half.session, half.pieces_url, known=1, wait=10))
-        await asyncio.sleep(0.1)
-        assert not waiting.done()
-        await half.peer.stop()
-        status, body, took_s = await waiting
-        assert status == 503 and body == {"error": "this peer is shutting down"}
-        assert took_s < 5
+async def test_closing_answers_a_waiting_piece_list_at_once(half: _HalfDone) -> None:
+    waiting = asyncio.create_task(_list(half.session, half.pieces_url, known=1, wait=10))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    await half.peer.stop()
+    status, body, took_s = await waiting
+    assert status == 503 and body == {"error": "this peer is shutting down"}
+    assert took_s < 5
 
 
 class _FakeParent:
     """A piece server that answers piece lists from a script and records the queries."""
 
-    def __init__(self, complete: bool) -> None:
+    def __init__(self, complete: bool = False, seed: bool = False) -> None:
         self.complete = complete
+        self.seed = seed  # answers at once, as a seed does, so it is asked every gap
         self.pieces = [0]
         self.queries: list[dict[str, str]] = []
         self.grow = asyncio.Event()
         self.holding = asyncio.Event()  # a long poll is being held
+        self._asked = asyncio.Condition()
+
+    async def asked(self, times: int) -> None:
+        """Wait until this parent has been asked ``times`` times in all."""
+        async with self._asked:
+            await asyncio.wait_for(self._asked.wait_for(lambda: len(self.queries) >= times), 5)
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.queries.append(dict(request.query))
-        if "known" in request.query and int(request.query["known"]) == len(self.pieces):
+        async with self._asked:
+            self.queries.append(dict(request.query))
+            self._asked.notify_all()
+        known = request.query.get("known")
+        if not self.seed and known is not None and int(known) == len(self.pieces):
             self.holding.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.grow.wait(), float(request.query["wait"]))
@@ -148,23 +148,23 @@ class _FakeParent:
                 self.grow.clear()
                 self.pieces.append(len(self.pieces))
         body = {"size_bytes": 4, "piece_bytes": 1, "complete": self.complete}
-        return web.json_response({**body, "pieces": self.pieces, "seed": False})
+        return web.json_response({**body, "pieces": self.pieces, "seed": self.seed})
 
 
 @contextlib.asynccontextmanager
-async def _serving(parent: _FakeParent) -> AsyncIterator[ParentInfo]:
+async def _serving(parent: _FakeParent, name: str = "parent") -> AsyncIterator[ParentInfo]:
     app = web.Application()
     app.router.add_get("/api/v1/tasks/{digest}/pieces", parent.handle)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        yield ParentInfo("parent", "parent-host", "127.0.0.1", server.port or 0, 1.0)
+        yield ParentInfo(name, f"{name}-host", "127.0.0.1", server.port or 0, 1.0)
     finally:
         await server.close()
 
 
-@pytest.fixture
-async def watch() -> AsyncIterator[ParentWatch]:
+@contextlib.asynccontextmanager
+async def _watching() -> AsyncIterator[ParentWatch]:
     client = ParentClient(None, 2.0, 10.0)
     watch = ParentWatch(client, "sha256:" + "0" * 64)
     try:
@@ -174,14 +174,30 @@ async def watch() -> AsyncIterator[ParentWatch]:
         await client.close()
 
 
+@pytest.fixture
+async def watch() -> AsyncIterator[ParentWatch]:
+    async with _watching() as watch:
+        yield watch
+
+
+@pytest.fixture
+async def clock_watch() -> AsyncIterator[ParentWatch]:
+    """Another watch, following a seed that answers at once: it marks the time."""
+    async with _watching() as watch:
+        yield watch
+
+
 async def test_a_watch_reads_a_complete_parent_once_and_long_polls_a_growing_one(
     watch: ParentWatch,
 ) -> None:
-    complete, growing = _FakeParent(complete=True), _FakeParent(complete=False)
-    async with _serving(complete) as done_info, _serving(growing) as growing_info:
-        growing_info = ParentInfo("growing", "g", "127.0.0.1", growing_info.piece_port, 1.0)
-        watch.follow([done_info, growing_info])
-        while watch.availability != {"parent": {0}, "growing": {0}}:
+    complete, growing, seed = _FakeParent(complete=True), _FakeParent(), _FakeParent(seed=True)
+    async with (
+        _serving(complete) as done_info,
+        _serving(growing, "growing") as growing_info,
+        _serving(seed, "seed") as seed_info,
+    ):
+        watch.follow([done_info, growing_info, seed_info])
+        while watch.availability != {"parent": {0}, "growing": {0}, "seed": {0}}:
             await asyncio.wait_for(watch.next_change(), 5)
         # The growing parent is now asked with what the child knows, and holds it.
         await asyncio.wait_for(growing.holding.wait(), 5)
@@ -191,7 +207,8 @@ async def test_a_watch_reads_a_complete_parent_once_and_long_polls_a_growing_one
         while watch.availability["growing"] != {0, 1}:
             await asyncio.wait_for(watch.next_change(), 5)
         assert time.monotonic() - started < LIST_WAIT_S
-        await asyncio.sleep(1.5 * LIST_GAP_S)
+        # The seed, asked once per gap, marks the time: two more gaps have passed.
+        await seed.asked(len(seed.queries) + 2)
         assert len(complete.queries) == 1  # a complete list cannot change
         assert watch.take_unreachable() == []
 
@@ -199,7 +216,7 @@ async def test_a_watch_reads_a_complete_parent_once_and_long_polls_a_growing_one
 async def test_an_unreachable_parent_is_reported_and_its_list_emptied(
     watch: ParentWatch,
 ) -> None:
-    async with _serving(_FakeParent(complete=False)) as info:
+    async with _serving(_FakeParent()) as info:
         pass  # the server is gone: its port refuses connections now
     watch.follow([info])
     await asyncio.wait_for(watch.next_change(), 5)
@@ -209,14 +226,17 @@ async def test_an_unreachable_parent_is_reported_and_its_list_emptied(
     assert watch.availability == {} and watch.take_unreachable() == []
 
 
-async def test_a_sated_watch_asks_again_only_once_hungry(watch: ParentWatch) -> None:
-    growing = _FakeParent(complete=False)
-    async with _serving(growing) as info:
+async def test_a_sated_watch_asks_again_only_once_hungry(
+    watch: ParentWatch, clock_watch: ParentWatch
+) -> None:
+    growing, seed = _FakeParent(), _FakeParent(seed=True)
+    async with _serving(growing) as info, _serving(seed, "seed") as seed_info:
         watch.set_hungry(False)  # the conductor has more to fetch than slots
         watch.follow([info])
+        clock_watch.follow([seed_info])  # hungry: asks the seed once per gap
         while watch.availability != {"parent": {0}}:
             await asyncio.wait_for(watch.next_change(), 5)
-        await asyncio.sleep(1.5 * LIST_GAP_S)  # past the gap between two requests
+        await seed.asked(len(seed.queries) + 2)  # two more gaps have passed
         assert len(growing.queries) == 1
         watch.set_hungry(True)
         await asyncio.wait_for(growing.holding.wait(), 5)
