@@ -35,6 +35,7 @@ ENV = "STARLING_SIM_ACCEL"
 # swarm module too to 7.7-7.9 s, for a build of 20 s instead of 6.
 MODULES = (
     "simulations.clock",
+    "simulations.links",
     "simulations.network",
     "peer.piece_picker",
     "simulations.sim_peers",

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from simulations.network import Link
+    from simulations.links import Link
 
 
 def max_min_rates(links: Iterable[Link]) -> dict[int, float]:

@@ -8,7 +8,8 @@ Two sharing rules:
 
 - ``fast`` (the bottleneck rule): ``rate(f) = min over links L of f of capacity(L) / n(L)``
   where ``n(L)`` counts the flows on ``L``. Every link stays within capacity; capacity a
-  flow cannot use because it is held back elsewhere is left idle (not work-conserving).
+  flow cannot use because it is held back elsewhere is left idle (not work-conserving),
+  except on the one *filling* link (the registry's egress, see below).
 - ``exact`` (max-min fairness by progressive filling, see ``simulations.maxmin``):
   work-conserving, but every event recomputes every rate: a reference for small clusters.
 
@@ -30,18 +31,28 @@ event, for its earliest tag. A flow moves to another link only when the minimum 
 above its rate, the rate stays (the link may idle that fraction). It pays off on a busy
 link when one flow ends and the next starts a request latency later (n-1 flows, then n).
 
-Why not water-filling. Max-min gives what a flow held back elsewhere leaves of a link to
-the link's other flows; at sampled instants of a swarm the bottleneck rule delivers
-94-96% of its throughput. An incremental water-filling was tried: a link's rate is
-(capacity minus what its flows bound elsewhere use) / (flows bound to it), and every
-change of that rate reaches the other links of its bound flows; with no tolerance it is
-exact max-min. It closes the one case where the bottleneck rule's bias shows in the
-results (registry and racks balanced: 7.7% to 0.3% against exact), but on a swarm's NIC
-links every piece moves a rate by a quarter or a third and each change reaches a few
-more links: the 1000-node default run executed 13-17% more instructions (seeds 0 and 1).
-Elsewhere the means of fast against exact moved by about 1%, under the protocol's own
-noise (see the sharing tests in tests/unit/simulations/test_sim_swarm.py), so the
-bottleneck rule stays.
+Why not water-filling everywhere. Max-min gives what a flow held back elsewhere leaves
+of a link to the link's other flows; at sampled instants of a swarm the bottleneck rule
+delivers 94-96% of its throughput. An incremental water-filling of every link was tried:
+on a swarm's NIC links every piece moves a rate by a quarter or a third and each change
+reaches a few more links, so the 1000-node default run executed 13-17% more
+instructions (seeds 0 and 1), while the means of fast against exact moved by about 1%,
+under the protocol's own noise (see the sharing tests in
+tests/unit/simulations/test_sim_swarm.py).
+
+Filling links. The bias did show in one place: direct pulls through a registry whose
+egress equals the racks' downlinks added up (7.7% over exact). There one link, the
+registry's egress, *fills*: its rate is the water level ``w`` with ``capacity =
+sum(min(r, w))`` over its flows, ``r`` being what a flow's other links allow. Its flows
+with ``r < w`` stay bound elsewhere and the rest are bound to it at ``w``. It keeps
+the summed rates of its flows bound elsewhere (``elsewhere_bps``), updated as their
+links' rates move (each link counts its bound flows that cross the filling link), so
+settling the level after a change costs nothing unless flows have to move. The other
+links keep the bottleneck rule, and a rise of the level within ``rise_tolerance`` is
+spared as theirs are. That case is now within 1% of exact; the default 1000-node run
+takes the same time (few flows cross the registry), a 1000-node direct pull a fifth
+more. At most one link fills: the level takes the other links' rates as given, which
+two filling links on one path would not be.
 
 The exact mode reuses the same clocks: each flow gets a private *lane* link whose rate is
 the flow's max-min rate.
@@ -53,119 +64,13 @@ whoever started the flow does its bookkeeping in one place.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from heapq import heappop, heappush
 
 from simulations.clock import EventQueue
+from simulations.links import FINISH_SLACK_BYTES, INF, Flow, FlowDone, Link
 from simulations.maxmin import max_min_rates
 
-FlowDone = Callable[["Flow", float], None]
-INF = math.inf
-# A flow this close to its finish tag is done: the tag and the clock are sums of many
-# float products, so they can miss each other by a few ulps (a millibyte is nothing).
-FINISH_SLACK_BYTES = 1e-3
-
-
-class Link:
-    __slots__ = (
-        "name",
-        "capacity_bps",
-        "flows",
-        "rate_bps",
-        "served_bytes",
-        "served_at_s",
-        "bound",
-        "heap",
-        "others_max_bps",
-        "due_s",
-        "version",
-        "down",
-    )
-
-    def __init__(self, name: str, capacity_bps: float) -> None:
-        if not capacity_bps > 0:
-            raise ValueError(f"link {name}: capacity must be > 0, got {capacity_bps!r}")
-        self.name = name
-        self.capacity_bps = capacity_bps
-        # Every flow crossing the link, ordered by flow id, so iteration order is the
-        # same in every run.
-        self.flows: dict[int, Flow] = {}
-        # The rate of every flow bound here; at most capacity / len(flows).
-        self.rate_bps = capacity_bps
-        self.served_bytes = 0.0
-        self.served_at_s = 0.0
-        self.bound: dict[int, Flow] = {}
-        # (finish tag, flow id, flow) of bound flows; entries of flows that moved away
-        # stay until they reach the top and are dropped there.
-        self.heap: list[tuple[float, int, Flow]] = []
-        # An upper bound on the rates of the flows crossing it that are bound elsewhere.
-        self.others_max_bps = 0.0
-        # When the earliest bound flow finishes, and the version of that queued event.
-        self.due_s = INF
-        self.version = 0
-        self.down = False
-
-    def advance(self, now: float) -> None:
-        """Move the virtual clock to ``now`` at the current rate.
-
-        The network's hot paths repeat these three lines instead of calling this: it
-        runs a few million times a run, and the call cost more than its body."""
-        if now > self.served_at_s:
-            self.served_bytes += self.rate_bps * (now - self.served_at_s)
-            self.served_at_s = now
-
-
-class Flow:
-    __slots__ = (
-        "flow_id",
-        "links",
-        "size_bytes",
-        "started_at_s",
-        "on_done",
-        "done",
-        "bottleneck",
-        "finish_tag",
-        "failed",
-        "context",
-    )
-
-    def __init__(
-        self,
-        flow_id: int,
-        links: tuple[Link, ...],
-        size_bytes: int,
-        now: float,
-        on_done: FlowDone,
-        context: object = None,
-    ) -> None:
-        self.flow_id = flow_id
-        self.links = links
-        self.size_bytes = size_bytes
-        self.started_at_s = now
-        self.on_done = on_done
-        # Whatever the starter wants back in ``on_done`` (saves it a closure per flow).
-        self.context = context
-        self.done = False
-        # The link (or exact-mode lane) whose clock this flow runs on.
-        self.bottleneck: Link | None = None
-        self.finish_tag = 0.0
-        # It ended because a link on its path failed; its bytes never arrived.
-        self.failed = False
-
-    @property
-    def rate_bps(self) -> float:
-        bottleneck = self.bottleneck
-        return 0.0 if bottleneck is None or self.done else bottleneck.rate_bps
-
-    def remaining_bytes(self, now: float) -> float:
-        bottleneck = self.bottleneck
-        if self.done:
-            return 0.0
-        if bottleneck is None:
-            return float(self.size_bytes)
-        bottleneck.advance(now)
-        return max(0.0, self.finish_tag - bottleneck.served_bytes)
+__all__ = ["Flow", "FlowDone", "Link", "Network"]
 
 
 class Network:
@@ -190,11 +95,22 @@ class Network:
         self._refill_queued = False
         # Links failed so far: while none has, starting a flow need not look for one.
         self._links_down = 0
+        # The one filling link (fast rule), and whether its level may be stale.
+        self._fill: Link | None = None
+        self._fill_stale = False
         # Bound once: a bound method made per queued event is an allocation per event.
         self._link_due_callback = self._link_due
 
-    def link(self, name: str, capacity_bps: float) -> Link:
-        return Link(name, capacity_bps)
+    def link(self, name: str, capacity_bps: float, fills: bool = False) -> Link:
+        """A link; ``fills``: it gives its flows what others leave (at most one link).
+
+        The exact mode fills every link anyway, so there the flag changes nothing."""
+        link = Link(name, capacity_bps, fills and not self._exact)
+        if link.fills:
+            if self._fill is not None:
+                raise ValueError(f"{name}: the network already has a filling link")
+            self._fill = link
+        return link
 
     def path_rate_bps(self, links: tuple[Link, ...]) -> float:
         """The rate one more flow over ``links`` would get now, by the bottleneck rule."""
@@ -229,19 +145,27 @@ class Network:
         best: Link = links[0]
         best_rate = INF
         fell: list[Link] = []
+        fill = self._fill
         for link in links:
             flows = link.flows
             flows[flow_id] = flow
-            share = link.capacity_bps / len(flows)
-            rate = link.rate_bps
-            if share < rate:
-                # Bound flows slow down with the clock; their queued completion event
-                # finds them unfinished and queues itself again at the new time.
-                if now > link.served_at_s:
-                    link.served_bytes += rate * (now - link.served_at_s)
-                    link.served_at_s = now
-                link.rate_bps = rate = share
-                fell.append(link)
+            if link is fill:
+                flow.fill = fill
+                self._fill_stale = True
+                rate = link.rate_bps  # its level; settled below
+            else:
+                share = link.capacity_bps / len(flows)
+                rate = link.rate_bps
+                if share < rate:
+                    # Bound flows slow down with the clock; their queued completion event
+                    # finds them unfinished and queues itself again at the new time.
+                    if now > link.served_at_s:
+                        link.served_bytes += rate * (now - link.served_at_s)
+                        link.served_at_s = now
+                    if link.fill_bound:
+                        self._elsewhere_changed(link, share - rate)
+                    link.rate_bps = rate = share
+                    fell.append(link)
             if rate < best_rate:
                 best_rate, best = rate, link
         self._bind(flow, best, float(size_bytes), now)
@@ -251,6 +175,8 @@ class Network:
         for link in fell:
             if link.others_max_bps > link.rate_bps:
                 self._fall_scan(link, now)
+        if self._fill_stale:
+            self._settle(now)
         return flow
 
     def cancel(self, flow: Flow, now: float) -> float:
@@ -263,6 +189,8 @@ class Network:
         if flow.size_bytes > 0:
             self._unbind(flow)
             self._detach(flow, now)
+            if self._fill_stale:
+                self._settle(now)
         return moved
 
     def fail_links(self, links: tuple[Link, ...], now: float) -> None:
@@ -282,6 +210,8 @@ class Network:
             del self.active[flow_id]
             self._unbind(flow)
             self._detach(flow, now)
+            if self._fill_stale:
+                self._settle(now)
             flow.on_done(flow, now)
 
     # -- completions -------------------------------------------------------------------
@@ -315,12 +245,10 @@ class Network:
             flow.done = True
             del self.active[flow_id]
             self.bytes_done += flow.size_bytes
-            bound = link.bound
-            del bound[flow_id]
-            flow.bottleneck = None
-            if not bound:
-                heap.clear()
+            self._unbind(flow)
             self._detach(flow, now)
+            if self._fill_stale:
+                self._settle(now)
             flow.on_done(flow, now)
             # Finishing changed rates; any further flow due now gets its own event.
             break
@@ -334,6 +262,11 @@ class Network:
         flow.bottleneck = None
         if not bound:
             bottleneck.heap.clear()
+        fill = flow.fill
+        if fill is not None and bottleneck is not fill:
+            bottleneck.fill_bound -= 1
+            fill.elsewhere_bps -= bottleneck.rate_bps
+            self._fill_stale = True
 
     def _detach(self, flow: Flow, now: float) -> None:
         """Take a finished or cancelled flow off its links; shares rise."""
@@ -350,6 +283,13 @@ class Network:
         for link in flow.links:
             flows = link.flows
             del flows[flow_id]
+            if link.fills:
+                if not flows:
+                    link.rate_bps = link.capacity_bps
+                    link.elsewhere_bps = 0.0
+                    link.others_max_bps = 0.0
+                self._fill_stale = True
+                continue
             if flows:
                 share = link.capacity_bps / len(flows)
                 if not share > link.rate_bps * rise:
@@ -360,6 +300,8 @@ class Network:
             if now > link.served_at_s:
                 link.served_bytes += link.rate_bps * (now - link.served_at_s)
                 link.served_at_s = now
+            if link.fill_bound:
+                self._elsewhere_changed(link, share - link.rate_bps)
             link.rate_bps = share
             if flows:
                 rose.append(link)
@@ -392,6 +334,11 @@ class Network:
         flow.finish_tag = tag
         flow_id = flow.flow_id
         link.bound[flow_id] = flow
+        fill = flow.fill
+        if fill is not None and link is not fill:
+            link.fill_bound += 1
+            fill.elsewhere_bps += link.rate_bps
+            self._fill_stale = True
         heappush(link.heap, (tag, flow_id, flow))
         due = now + remaining / link.rate_bps
         if due < link.due_s:
@@ -406,6 +353,11 @@ class Network:
             source.served_at_s = now
         remaining = flow.finish_tag - source.served_bytes
         del source.bound[flow.flow_id]
+        fill = flow.fill
+        if fill is not None and source is not fill:
+            source.fill_bound -= 1
+            fill.elsewhere_bps -= source.rate_bps
+            self._fill_stale = True
         # Its heap entry at the source is now stale; the source's next event may come
         # later than queued, which that event finds out itself.
         self._bind(flow, target, remaining if remaining > 0.0 else 0.0, now)
@@ -431,6 +383,74 @@ class Network:
         link.others_max_bps = highest
         for flow in movers:
             self._move(flow, _lowest(flow.links), now)
+
+    # -- the filling link --------------------------------------------------------------
+
+    def _elsewhere_changed(self, link: Link, delta_bps: float) -> None:
+        """``link``'s rate moves by ``delta_bps``: so do its bound flows that fill."""
+        fill = self._fill
+        assert fill is not None
+        fill.elsewhere_bps += delta_bps * link.fill_bound
+        self._fill_stale = True
+
+    def _settle(self, now: float) -> None:
+        """Bring the filling link's rate to its water level.
+
+        The level ``w`` solves ``capacity = sum(min(r, w))`` over its flows, ``r`` being
+        the rate a flow's other links allow: flows with ``r < w`` stay bound elsewhere,
+        the rest are bound here at ``w``. Each step computes ``w`` from the flows bound
+        here, then moves flows: a fall takes in flows elsewhere faster than ``w``, a rise
+        lets go of flows bound here whose other links are now slower. Starting from at
+        most the level (never below the fair share, which is at most the level), the
+        steps only raise ``w`` towards it, each moving at least one flow, so the loop
+        ends within a pass over the flows.
+        """
+        self._fill_stale = False
+        link = self._fill
+        assert link is not None
+        flows = link.flows
+        rise = self._rise
+        for _ in range(2 * len(flows) + 2):
+            if not flows:
+                return
+            bound = len(link.bound)
+            share = link.capacity_bps / len(flows)
+            if bound == len(flows):
+                link.elsewhere_bps = 0.0  # exact, and rounding drift gone
+            left = link.capacity_bps - link.elsewhere_bps
+            if bound:
+                level = left / bound
+                if level < share:
+                    level = share
+            elif left >= 0.0:
+                level = link.capacity_bps  # not a bottleneck: above every flow's rate
+            else:
+                level = share
+            rate = link.rate_bps
+            if abs(level - rate) <= 1e-12 * link.capacity_bps or rate < level <= rate * rise:
+                break  # settled, or a rise the tolerance spares (as on other links)
+            if now > link.served_at_s:
+                link.served_bytes += rate * (now - link.served_at_s)
+                link.served_at_s = now
+            link.rate_bps = level
+            if level < rate:
+                if link.others_max_bps > level:
+                    self._fall_scan(link, now)
+            else:
+                movers: list[Flow] = []
+                for flow in link.bound.values():
+                    for other in flow.links:
+                        if other is link:
+                            continue
+                        if other.rate_bps < level:
+                            movers.append(flow)
+                            break
+                        if level > other.others_max_bps:
+                            other.others_max_bps = level
+                for flow in movers:
+                    self._move(flow, _lowest(flow.links), now)
+            self._reschedule(link, now)
+        self._fill_stale = False
 
     # -- events ------------------------------------------------------------------------
 

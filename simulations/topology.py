@@ -131,7 +131,9 @@ class Cluster:
                 )
             )
         self.registry = Registry(
-            network.link("registry/egress", scenario.registry_egress_bps),
+            # Filling: what transfers held back downstream (a full rack, a slow NIC)
+            # leave of the egress goes to the others, as TCP would give it.
+            network.link("registry/egress", scenario.registry_egress_bps, fills=True),
             scenario.registry_max_transfers,
         )
 

@@ -59,10 +59,11 @@ def test_exact_sharing_gives_unused_capacity_to_others_and_fast_does_not() -> No
         assert finish[1] == pytest.approx(40 / b_rate)
 
 
-def test_links_never_carry_more_than_their_capacity() -> None:
+@pytest.mark.parametrize("filling", [False, True])
+def test_links_never_carry_more_than_their_capacity(filling: bool) -> None:
     queue = EventQueue()
     network = Network(queue, "fast", rise_tolerance=0.05)
-    links = [network.link(f"l{i}", 1.0 + i) for i in range(6)]
+    links = [network.link(f"l{i}", 1.0 + i, fills=filling and i == 0) for i in range(6)]
     worst = 0.0
 
     def check(now: float, _: object) -> None:
@@ -95,15 +96,36 @@ def test_zero_byte_flow_finishes_at_once() -> None:
 
 
 def _reference_rates(
-    capacities: list[float], paths: dict[int, tuple[int, ...]], sharing: str
+    capacities: list[float],
+    paths: dict[int, tuple[int, ...]],
+    sharing: str,
+    fill: int | None = None,
 ) -> dict[int, float]:
-    """The rate of each flow, computed from nothing but the current paths."""
+    """The rate of each flow, computed from nothing but the current paths.
+
+    ``fill``: with the fast rule, the filling link: a water level over the rates the
+    flows' other links allow (max-min on that one link, the others held fixed)."""
     count = [0] * len(capacities)
     for path in paths.values():
         for link in path:
             count[link] += 1
     if sharing == "fast":
-        return {i: min(capacities[k] / count[k] for k in path) for i, path in paths.items()}
+        elsewhere = {
+            i: min((capacities[k] / count[k] for k in path if k != fill), default=math.inf)
+            for i, path in paths.items()
+        }
+        crossing = sorted((elsewhere[i], i) for i, path in paths.items() if fill in path)
+        if not crossing:
+            return elsewhere
+        assert fill is not None
+        left, unfrozen = capacities[fill], len(crossing)
+        for other, _ in crossing:
+            if other * unfrozen >= left:
+                break
+            left -= other
+            unfrozen -= 1
+        level = left / unfrozen if unfrozen else math.inf
+        return {i: min(rate, level) if fill in paths[i] else rate for i, rate in elsewhere.items()}
     # Progressive filling, the slow obvious way: raise every unfrozen flow to the level
     # of the first link to fill, freeze that link's flows, repeat.
     left = list(capacities)
@@ -124,7 +146,10 @@ def _reference_rates(
 
 
 def _reference(
-    capacities: list[float], starts: list[tuple[float, tuple[int, ...], int]], sharing: str
+    capacities: list[float],
+    starts: list[tuple[float, tuple[int, ...], int]],
+    sharing: str,
+    fill: int | None = None,
 ) -> list[float]:
     """Finish times with every rate recomputed from scratch at every start and finish."""
     waiting = sorted(range(len(starts)), key=lambda i: (starts[i][0], i))
@@ -133,7 +158,7 @@ def _reference(
     now = 0.0
     while waiting or remaining:
         paths = {i: starts[i][1] for i in remaining}
-        rates = _reference_rates(capacities, paths, sharing)
+        rates = _reference_rates(capacities, paths, sharing, fill)
         next_start = starts[waiting[0]][0] if waiting else math.inf
         next_finish = min(
             (now + left / rates[i] for i, left in remaining.items()), default=math.inf
@@ -174,6 +199,40 @@ def test_incremental_network_matches_rates_recomputed_from_scratch(sharing: str,
     got = _run(network, [(at, tuple(links[k] for k in path), size) for at, path, size in starts])
     assert got == pytest.approx(_reference(capacities, starts, sharing), rel=1e-7, abs=1e-9)
     assert not network.active
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_filling_link_matches_its_water_level_recomputed_from_scratch(seed: int) -> None:
+    """With one filling link (the registry's egress), every finish time is that of
+    recomputing at every event the other links' fair shares and the filling link's
+    water level over them."""
+    capacities, starts = _random_case(seed)
+    network = Network(EventQueue(), "fast", rise_tolerance=0.0)
+    links = [network.link(f"l{k}", cap, fills=k == 0) for k, cap in enumerate(capacities)]
+    got = _run(network, [(at, tuple(links[k] for k in path), size) for at, path, size in starts])
+    want = _reference(capacities, starts, "fast", fill=0)
+    assert got == pytest.approx(want, rel=1e-7, abs=1e-9)
+    assert not network.active
+
+
+def test_a_filling_link_gives_what_a_slower_link_leaves_to_its_other_flows() -> None:
+    # x fills (cap 10); a crosses x and y (cap 2), b and c only x. a = 2 (y); b and c
+    # share the 8 a leaves: 4 each, where the bottleneck rule gives them 10/3. After a
+    # ends (t=10), b and c get 5 each.
+    network = Network(EventQueue(), "fast")
+    x, y = network.link("x", 10.0, fills=True), network.link("y", 2.0)
+    finish = _run(network, [(0.0, (x, y), 20), (0.0, (x,), 40), (0.0, (x,), 60)])
+    assert finish == [pytest.approx(10.0), pytest.approx(10.0), pytest.approx(12.0)]
+
+
+def test_a_network_has_at_most_one_filling_link() -> None:
+    network = Network(EventQueue(), "fast")
+    network.link("registry", 10.0, fills=True)
+    with pytest.raises(ValueError, match="already has a filling link"):
+        network.link("another", 10.0, fills=True)
+    exact = Network(EventQueue(), "exact")
+    assert not exact.link("a", 1.0, fills=True).fills
+    assert not exact.link("b", 1.0, fills=True).fills
 
 
 def test_fast_rule_moves_a_flow_to_its_new_bottleneck_and_back() -> None:
