@@ -59,10 +59,12 @@ from bench.report import (
     PATHS,
     PathResult,
     code_state,
+    cold_ceiling,
     machine_facts,
     method_json,
     render_table,
     round_,
+    sha256_bytes_per_s,
     target_check,
 )
 from bench.runner import raise_on_sigterm
@@ -336,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     code = code_state()
     host: dict[str, Any] = {"load_average_before": load_average()}
     host["busy_before"] = round_(host_busy_over(QUIET_CHECK_S), 3)
+    sha256_rate = sha256_bytes_per_s()  # on the quiet machine, before anything runs
     shared = Path(tempfile.mkdtemp(prefix="starling-bench-", dir=KIND_BASES["disk"]))
     registry = RegistryProcess(shared / "registry")
     kind_dirs: list[Path] = []
@@ -403,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "kinds": kinds_out,
         "duration_s": round_(time.monotonic() - started, 1),
     }
+    report["cold_ceiling"] = cold_ceiling(kinds_out, image.layers[0][1], sha256_rate)
     report["targets"] = target_check(kinds_out)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ TARGET_METHOD = "raw_get"
 TARGET_COLD_RATIO = 0.75
 TARGET_WARM_RATIO = 1.0
 TARGET_PEAK_RSS_BYTES = 200 * MB
+# Bytes hashed per pass when measuring this machine's sha256 speed.
+SHA256_PROBE_BYTES = 64 * 1024 * 1024
+SHA256_PROBE_PASSES = 5
 
 
 def round_(value: Any, digits: int = 4) -> Any:
@@ -130,6 +134,40 @@ def code_state(directories: Sequence[str] = MEASURED_CODE) -> dict[str, Any]:
     }
 
 
+# The cold path's ceiling ---------------------------------------------------------------
+
+
+def sha256_bytes_per_s() -> float:
+    """How fast one core hashes with sha256 here (median of a few passes).
+
+    A cold peer may stream a blob before its digest is checked, but not its last byte:
+    that waits for the blob's sha256, one sequential pass over every byte. So a cold
+    transfer takes at least size / this rate, whatever else the peer does."""
+    data = os.urandom(SHA256_PROBE_BYTES)
+    rates = []
+    for _ in range(SHA256_PROBE_PASSES):
+        started = time.perf_counter()
+        hashlib.sha256(data).digest()
+        rates.append(len(data) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def cold_ceiling(kinds: dict[str, Any], size_bytes: int, sha256_rate: float) -> dict[str, Any]:
+    """Per data dir: the best cold raw GET ratio verification allows on this machine."""
+    hash_s = size_bytes / sha256_rate
+    ceiling: dict[str, Any] = {
+        "sha256_mb_per_s": round_(sha256_rate / MB, 1),
+        "sha256_of_layer_s": round_(hash_s),
+        "meaning": "the layer's sha256 alone takes sha256_of_layer_s on one core; the last "
+        "byte waits for it, so cold raw GET / direct is at most direct seconds / that",
+    }
+    for kind, result in kinds.items():
+        direct = result.get(TARGET_METHOD, {}).get("direct", {}).get("seconds")
+        if direct:
+            ceiling[f"{kind}_cold_ratio_max"] = round_(min(1.0, direct / hash_s), 3)
+    return ceiling
+
+
 # Targets and table -------------------------------------------------------------------
 
 
@@ -202,6 +240,18 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append(f"{kind:<8} peer peak RSS (VmHWM, max over its peers): {rss_text}")
         for error in result["errors"]:
             lines.append(f"{kind:<8} ERROR {error}")
+    ceiling = report.get("cold_ceiling")
+    if ceiling:
+        maxima = ", ".join(
+            f"{key.removesuffix('_cold_ratio_max')} {value:.2f}x"
+            for key, value in ceiling.items()
+            if key.endswith("_cold_ratio_max")
+        )
+        lines.append(
+            f"Cold ceiling: one core hashes {ceiling['sha256_mb_per_s']:.0f} MB/s of sha256, "
+            f"so the layer's digest alone takes {ceiling['sha256_of_layer_s']:.2f} s and a "
+            f"cold raw GET can reach at most {maxima} direct here."
+        )
     lines.append("")
     targets = report["targets"]
     if targets.get("evaluated"):
