@@ -17,6 +17,8 @@ once instead of at its next poll, and a parent with nothing new costs one reques
 
 A parent that cannot be reached is reported through :meth:`ParentWatch.take_unreachable`
 (the conductor decides whether to give up on it) and asked again after ``LIST_GAP_S``.
+A watcher stopped while its long poll waits lets the poll finish on its own
+(:meth:`ParentClient.linger`): cancelling it would close its connection.
 """
 
 from __future__ import annotations
@@ -133,8 +135,15 @@ class ParentWatch:
         known: int | None = None
         while True:
             started = time.monotonic()
+            request = asyncio.ensure_future(
+                self._client.piece_list(parent, self._task_id, known, LIST_WAIT_S)
+            )
             try:
-                listed = await self._client.piece_list(parent, self._task_id, known, LIST_WAIT_S)
+                listed = await asyncio.shield(request)
+            except asyncio.CancelledError:
+                if not request.done():
+                    self._client.linger(request)  # keeps its connection (see linger)
+                raise
             except ParentError as exc:
                 known = None
                 unreachable = exc.reason == "unreachable"

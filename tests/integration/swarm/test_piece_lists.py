@@ -126,6 +126,8 @@ class _FakeParent:
         self.seed = seed  # answers at once, as a seed does, so it is asked every gap
         self.pieces = [0]
         self.queries: list[dict[str, str]] = []
+        self.connections: list[object] = []  # the client's address of each query
+        self.answered = 0
         self.grow = asyncio.Event()
         self.holding = asyncio.Event()  # a long poll is being held
         self._asked = asyncio.Condition()
@@ -138,6 +140,8 @@ class _FakeParent:
     async def handle(self, request: web.Request) -> web.Response:
         async with self._asked:
             self.queries.append(dict(request.query))
+            assert request.transport is not None
+            self.connections.append(request.transport.get_extra_info("peername"))
             self._asked.notify_all()
         known = request.query.get("known")
         if not self.seed and known is not None and int(known) == len(self.pieces):
@@ -148,6 +152,7 @@ class _FakeParent:
                 self.grow.clear()
                 self.pieces.append(len(self.pieces))
         body = {"size_bytes": 4, "piece_bytes": 1, "complete": self.complete}
+        self.answered += 1
         return web.json_response({**body, "pieces": self.pieces, "seed": self.seed})
 
 
@@ -241,3 +246,30 @@ async def test_a_sated_watch_asks_again_only_once_hungry(
         watch.set_hungry(True)
         await asyncio.wait_for(growing.holding.wait(), 5)
         assert growing.queries[1] == {"known": "1", "wait": f"{LIST_WAIT_S:g}"}
+
+
+async def test_a_dropped_watcher_lets_its_long_poll_finish_and_keeps_the_connection() -> None:
+    growing = _FakeParent()
+    client = ParentClient(None, 2.0, 10.0)
+    watch = ParentWatch(client, "sha256:" + "0" * 64)
+    try:
+        async with _serving(growing) as info:
+            watch.follow([info])
+            await asyncio.wait_for(growing.holding.wait(), 5)  # the 2nd query is held
+            watch.drop("parent")
+            await asyncio.to_thread(wait_until, lambda: client.lingering == 1, 5, "the drop")
+            growing.grow.set()  # the held poll is answered; nobody waits for it now
+            await asyncio.to_thread(wait_until, lambda: client.lingering == 0, 5, "the poll")
+            growing.holding.clear()
+            watch.follow([info])  # a new watcher asks at once, then long-polls
+            await asyncio.wait_for(growing.holding.wait(), 5)
+            # All four queries came over one connection: the drop did not close it.
+            assert len(growing.connections) == 4 and len(set(growing.connections)) == 1
+            # A poll left lingering when the client closes is cancelled, not awaited.
+            await watch.close()
+            assert client.lingering == 1
+            await client.close()
+            assert client.lingering == 0
+    finally:
+        await watch.close()
+        await client.close()
