@@ -306,21 +306,7 @@ class Network:
             if flows:
                 rose.append(link)
         for link in rose:
-            # The rate rose: flows bound here whose other links are now lower move to
-            # the lowest; the others' links learn the higher rate (``others_max_bps``).
-            rate = link.rate_bps
-            movers: list[Flow] = []
-            for bound in link.bound.values():
-                for other in bound.links:
-                    if other is link:
-                        continue
-                    if other.rate_bps < rate:
-                        movers.append(bound)
-                        break
-                    if rate > other.others_max_bps:
-                        other.others_max_bps = rate
-            for bound in movers:
-                self._move(bound, _lowest(bound.links), now)
+            self._rise_scan(link, now)
             self._reschedule(link, now)
 
     # -- the fast rule -----------------------------------------------------------------
@@ -365,6 +351,23 @@ class Network:
         for link in flow.links:
             if link is not target and rate > link.others_max_bps:
                 link.others_max_bps = rate
+
+    def _rise_scan(self, link: Link, now: float) -> None:
+        """The link's rate rose: flows bound here whose other links are now lower move
+        to the lowest; the others' links learn the higher rate (``others_max_bps``)."""
+        rate = link.rate_bps
+        movers: list[Flow] = []
+        for bound in link.bound.values():
+            for other in bound.links:
+                if other is link:
+                    continue
+                if other.rate_bps < rate:
+                    movers.append(bound)
+                    break
+                if rate > other.others_max_bps:
+                    other.others_max_bps = rate
+        for bound in movers:
+            self._move(bound, _lowest(bound.links), now)
 
     def _fall_scan(self, link: Link, now: float) -> None:
         """Flows bound elsewhere faster than this link's new rate move to it."""
@@ -437,18 +440,7 @@ class Network:
                 if link.others_max_bps > level:
                     self._fall_scan(link, now)
             else:
-                movers: list[Flow] = []
-                for flow in link.bound.values():
-                    for other in flow.links:
-                        if other is link:
-                            continue
-                        if other.rate_bps < level:
-                            movers.append(flow)
-                            break
-                        if level > other.others_max_bps:
-                            other.others_max_bps = level
-                for flow in movers:
-                    self._move(flow, _lowest(flow.links), now)
+                self._rise_scan(link, now)
             self._reschedule(link, now)
         self._fill_stale = False
 
