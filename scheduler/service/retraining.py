@@ -103,6 +103,8 @@ class Retrainer:
         self.metrics = RetrainMetrics(registry)
         self._task: asyncio.Task[None] | None = None
         self._store_failing = False
+        # When the round under way started (None between rounds): see _count.
+        self._round_started: float | None = None
 
     def start(self, writer: StateWriter) -> None:
         log.info(
@@ -139,7 +141,7 @@ class Retrainer:
                     return "skipped"
             except StoreUnavailable as exc:
                 return self._failed(f"cannot take the lease: {exc}", store=True)
-        started = time.monotonic()
+        self._round_started = time.monotonic()
         keeper = asyncio.create_task(self._keep_lease()) if lease is not None else None
         try:
             answer = await self._train(await self._current())
@@ -147,10 +149,10 @@ class Retrainer:
         except StoreUnavailable as exc:
             result = self._failed(str(exc), store=True)
         finally:
+            self._round_started = None
             if keeper is not None:
                 keeper.cancel()
                 await asyncio.gather(keeper, return_exceptions=True)
-        self.metrics.duration.set(time.monotonic() - started)
         return result
 
     async def _current(self) -> TreeEnsemble | None:
@@ -252,11 +254,18 @@ class Retrainer:
             await store.put(name, model_bytes(candidate))
             with contextlib.suppress(Exception):
                 await self._models.reload_now(writer)  # here at once; others within a poll
-        self.metrics.rounds.labels(result).inc()
+        self._count(result)
         return result
 
+    def _count(self, result: str) -> None:
+        """A round's result; a round under way records its length first, so whoever sees
+        the count go up (a test, a dashboard) sees that round's length too."""
+        if self._round_started is not None:
+            self.metrics.duration.set(time.monotonic() - self._round_started)
+        self.metrics.rounds.labels(result).inc()
+
     def _failed(self, error: str, store: bool = False, quiet: bool = False) -> str:
-        self.metrics.rounds.labels("failed").inc()
+        self._count("failed")
         if store:
             if not self._store_failing:
                 log.warning(
