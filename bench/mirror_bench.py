@@ -356,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     code = code_state()
     host: dict[str, Any] = {"load_average_before": load_average()}
     host["busy_before"] = round_(host_busy_over(QUIET_CHECK_S), 3)
+    memory = meminfo()
+    # tmpfs files left by others hold RAM the tmpfs kind then misses (see render_table).
+    host["shmem_before_bytes"] = memory.get("Shmem", 0)
+    host["mem_available_before_bytes"] = memory.get("MemAvailable", 0)
     sha256_rate = sha256_bytes_per_s()  # on the quiet machine, before anything runs
     shared = Path(tempfile.mkdtemp(prefix="starling-bench-", dir=KIND_BASES["disk"]))
     registry = RegistryProcess(shared / "registry")
@@ -411,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             "host_cpu_busy": "share of all CPUs busy during the transfer (0..1)",
             "peer_peak_rss_bytes": "VmHWM of the peer process, max over the kind's peers",
             "host.busy_before": "share of all CPUs busy for 1 s before the run: other load",
+            "host.shmem_before_bytes": "tmpfs (RAM) in use before the run, by other files",
         },
         "methods": {
             "raw_get": "curl -o /dev/null of the layer's blob URL; status and byte count checked",

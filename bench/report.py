@@ -28,6 +28,8 @@ TARGET_METHOD = "raw_get"
 TARGET_COLD_RATIO = 0.75
 TARGET_WARM_RATIO = 1.0
 TARGET_PEAK_RSS_BYTES = 200 * MB
+# More tmpfs than this in use before a run is worth a warning: it is RAM the run lacks.
+SHMEM_WARNING_BYTES = 1024 * 1024 * 1024
 # sha256 speed probe: passes over a chunk the size the peer hashes as bytes arrive (so
 # it stays in the CPU's cache, the fastest this core hashes: over a 64 MiB buffer it runs
 # a third slower here), enough passes for a few hundred MB.
@@ -275,6 +277,13 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append(
             f"WARNING: {quiet:.0%} of the CPUs were busy just before the run; other load on "
             "the machine may skew these figures (see host_cpu_busy of each sample)."
+        )
+    shmem = report["host"].get("shmem_before_bytes", 0)
+    if shmem > SHMEM_WARNING_BYTES:
+        lines.append(
+            f"WARNING: {format_size(shmem)} of tmpfs (RAM) was held by other files before the "
+            "run; the tmpfs figures may be skewed (11 GiB of leftovers once took a warm "
+            "ctr images pull from 0.95x to 0.83x direct)."
         )
     if report["code_changed_during_run"]:
         lines.append(
