@@ -3,7 +3,8 @@
 Every node (registry, scheduler, seed, peers) gets a namespace ``sbt-<node>`` with one
 interface ``eth0`` at ``10.210.0.<n>/24``; its other end sits in a bridge that lives in a
 namespace of its own (``sbt-br``), so the root namespace and its interfaces are never
-touched. Two token-bucket filters shape each node:
+touched (the one host setting a run may change, and restores, is the list of TCP
+congestion controls namespaces may choose: see :class:`NamespaceNetwork`). Two token-bucket filters shape each node:
 
 * upload: ``tbf`` on the node's ``eth0`` (everything the node sends);
 * download: ``tbf`` on the node's bridge port (everything the bridge sends to the node).
@@ -35,6 +36,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.support.ports import free_port
 
@@ -50,6 +52,11 @@ PREFIX_LEN = 24
 TBF_BURST_BYTES = 64 * 1024
 # Queueing delay a shaper allows before it drops, like a switch port's buffer.
 TBF_LATENCY_MS = 50
+# Ethernet's standard MTU; the cluster benchmark asks for jumbo frames (see its --mtu).
+STANDARD_MTU = 1500
+CC_SYSCTL = "net.ipv4.tcp_congestion_control"
+CC_ALLOWED_SYSCTL = "net.ipv4.tcp_allowed_congestion_control"
+CC_AVAILABLE_SYSCTL = "net.ipv4.tcp_available_congestion_control"
 # Fixed ports inside the namespaces (each namespace has its own port space).
 NAMESPACE_PORTS = {"registry": 5000, "scheduler": 8002, "mirror": 65001, "piece": 65002}
 COMMAND_TIMEOUT_S = 20.0
@@ -156,6 +163,14 @@ def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
     return result
 
 
+def read_sysctl(name: str) -> str:
+    """A sysctl of the root namespace, as text ('' when it does not exist)."""
+    try:
+        return Path("/proc/sys", *name.split(".")).read_text().strip()
+    except OSError:
+        return ""
+
+
 def _port_name(node: str) -> str:
     """The node's port on its bridge (interface names are at most 15 characters)."""
     return f"v-{node}"[:15]
@@ -214,15 +229,25 @@ def remove_namespaces(names: Sequence[str]) -> list[str]:
 
 
 class NamespaceNetwork:
-    """The namespaces, veth pairs, bridge and shapers of one benchmark run."""
+    """The namespaces, veth pairs, bridge and shapers of one benchmark run.
+
+    ``mtu`` is every veth's MTU. ``congestion_control``, when given, is the TCP
+    congestion control of every node's namespace; a namespace other than the root one
+    may only choose one the host lists as allowed, so when it is not, it is added to the
+    host's allowed list for the run and the list restored at teardown (the host's own
+    default is left alone).
+    """
 
     kind = "netns"
 
-    def __init__(self) -> None:
+    def __init__(self, mtu: int = STANDARD_MTU, congestion_control: str | None = None) -> None:
+        self.mtu = mtu
+        self.congestion_control = congestion_control
         self.nodes: list[Node] = []
         self.racks: list[Rack] = []
         self.commands: list[str] = []  # every command run, for the report
         self._created: list[str] = []
+        self._allowed_before: str | None = None  # the host's list, while we extend it
 
     def _do(self, argv: Sequence[str]) -> None:
         self.commands.append(" ".join(argv))
@@ -232,6 +257,8 @@ class NamespaceNetwork:
         """Create the bridges (core, one per rack) and one shaped namespace per node."""
         if len(specs) > 250:
             raise NetworkError("at most 250 nodes fit in the /24")
+        if self.congestion_control is not None:
+            self._allow_congestion_control(self.congestion_control)
         self._add_namespace(BRIDGE_NS)
         self._do(["ip", "-n", BRIDGE_NS, "link", "add", BRIDGE, "type", "bridge"])
         self._do(["ip", "-n", BRIDGE_NS, "link", "set", BRIDGE, "up"])
@@ -244,9 +271,11 @@ class NamespaceNetwork:
             port = _port_name(name)
             address = f"{SUBNET}.{index + 2}"
             self._add_namespace(netns)
+            if self.congestion_control is not None:
+                self._set_congestion_control(netns, self.congestion_control)
             self._do(
-                ["ip", "-n", BRIDGE_NS, "link", "add", port, "type", "veth"]
-                + ["peer", "name", "eth0", "netns", netns]
+                ["ip", "-n", BRIDGE_NS, "link", "add", port, *self._mtu, "type", "veth"]
+                + ["peer", "name", "eth0", *self._mtu, "netns", netns]
             )
             bridge = bridges.get(spec.rack, BRIDGE)
             self._do(["ip", "-n", BRIDGE_NS, "link", "set", port, "master", bridge, "up"])
@@ -267,7 +296,10 @@ class NamespaceNetwork:
         bridge, up, down = _rack_devices(index)
         self._do(["ip", "-n", BRIDGE_NS, "link", "add", bridge, "type", "bridge"])
         self._do(["ip", "-n", BRIDGE_NS, "link", "set", bridge, "up"])
-        self._do(["ip", "-n", BRIDGE_NS, "link", "add", up, "type", "veth", "peer", "name", down])
+        self._do(
+            ["ip", "-n", BRIDGE_NS, "link", "add", up, *self._mtu, "type", "veth"]
+            + ["peer", "name", down, *self._mtu]
+        )
         # A bridge sends out of a port what goes towards that port's far end: the rack-side
         # end carries the rack's uploads to the core, the core-side end its downloads.
         self._do(["ip", "-n", BRIDGE_NS, "link", "set", up, "master", bridge, "up"])
@@ -282,6 +314,27 @@ class NamespaceNetwork:
     def _add_namespace(self, name: str) -> None:
         self._do(["ip", "netns", "add", name])
         self._created.append(name)
+
+    @property
+    def _mtu(self) -> list[str]:
+        return ["mtu", str(self.mtu)]
+
+    def _allow_congestion_control(self, name: str) -> None:
+        if name not in read_sysctl(CC_AVAILABLE_SYSCTL).split():
+            raise NetworkError(
+                f"TCP congestion control {name!r} is not available on this kernel "
+                f"({CC_AVAILABLE_SYSCTL} = {read_sysctl(CC_AVAILABLE_SYSCTL)!r})"
+            )
+        allowed = read_sysctl(CC_ALLOWED_SYSCTL)
+        if name not in allowed.split():
+            self._do(["sysctl", "-qw", f"{CC_ALLOWED_SYSCTL}={allowed} {name}"])
+            self._allowed_before = allowed
+
+    def _set_congestion_control(self, netns: str, name: str) -> None:
+        self._do(["ip", "netns", "exec", netns, "sysctl", "-qw", f"{CC_SYSCTL}={name}"])
+        got = _run(["ip", "netns", "exec", netns, "sysctl", "-n", CC_SYSCTL]).stdout.strip()
+        if got != name:
+            raise NetworkError(f"{netns}: TCP congestion control is {got!r}, not {name!r}")
 
     def _shape(self, netns: str, dev: str, rate_bps: float) -> None:
         self._do(
@@ -357,6 +410,7 @@ class NamespaceNetwork:
                 if qdisc.get("kind") == "tbf":
                     stats[label] = {
                         "bytes": int(qdisc.get("bytes", 0)),
+                        "packets": int(qdisc.get("packets", 0)),
                         "drops": int(qdisc.get("drops", 0)),
                         "overlimits": int(qdisc.get("overlimits", 0)),
                     }
@@ -366,6 +420,11 @@ class NamespaceNetwork:
         """Delete every namespace this run made (their veths and shapers go with them)."""
         notes = remove_namespaces(list(reversed(self._created)))
         self._created.clear()
+        if self._allowed_before is not None:
+            allowed, self._allowed_before = self._allowed_before, None
+            result = _run(["sysctl", "-qw", f"{CC_ALLOWED_SYSCTL}={allowed}"], check=False)
+            if result.returncode != 0:
+                notes.append(f"could not restore {CC_ALLOWED_SYSCTL} to {allowed!r}")
         return notes
 
 

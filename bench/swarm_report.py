@@ -16,10 +16,18 @@ from typing import Any
 from bench.report import REPO_ROOT, round_
 from peer.sizes import format_size
 
-# A full-size TCP segment carries 1448 payload bytes (MSS 1460 less the timestamp option)
-# in a 1514-byte Ethernet frame, which is what tc counts: no transfer can beat this share
-# of a shaped link's rate.
-TCP_PAYLOAD_SHARE = 1448 / 1514
+
+def tcp_payload_share(mtu: int) -> float:
+    """The share of a shaped link's rate a TCP transfer can carry as payload, at best.
+
+    A full-size segment carries ``mtu - 52`` payload bytes (IP and TCP headers and the
+    timestamp option) in an Ethernet frame of ``mtu + 14`` bytes, which is what tc counts:
+    1448 of 1514 bytes at the standard MTU, 8948 of 9014 with jumbo frames.
+    """
+    return (mtu - 52) / (mtu + 14)
+
+
+TCP_PAYLOAD_SHARE = tcp_payload_share(1500)
 TARGET_BOUND_RATIO = 2.0
 TARGET_REGISTRY_MULTIPLE = 1.1
 LINK_USES = ("registry_upload_used", "seed_upload_used", "peers_upload_used", "peers_download_used")
@@ -257,7 +265,28 @@ def figures_for(
         figures[use] = round_(statistics.median(values), 3) if values else None
     if any("seed_completion_s" in r for r in rounds):
         figures["seed_completion_s"] = median_of(rounds, "seed_completion_s")
+    shares = [s for s in map(upload_drop_share, rounds) if s is not None]
+    figures["upload_drop_share"] = round_(statistics.median(shares), 4) if shares else None
     return figures
+
+
+def upload_drop_share(entry: dict[str, Any]) -> float | None:
+    """The share of packets the peers' and the seed's upload shapers dropped in a round.
+
+    A shaper drops when its queue is full; TCP then resends. A high share means the
+    senders overrun the shapers' queues (BBR does with these shallow ones, by about a
+    quarter), so transfers stall on losses a real NIC's backpressure would not cause.
+    """
+    ups = [
+        stats
+        for label, stats in (entry.get("qdiscs") or {}).items()
+        if label.endswith(" up") and not label.startswith("registry")
+    ]
+    if not ups or any("packets" not in stats for stats in ups):
+        return None
+    sent = sum(stats["packets"] for stats in ups)
+    dropped = sum(stats["drops"] for stats in ups)
+    return dropped / (sent + dropped) if sent + dropped else None
 
 
 def target_checks(figures: dict[str, Any], shaped: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 
 from bench.cluster_bench import unavailable_reason
 from bench.report import REPO_ROOT
-from bench.swarm_net import leftover_namespaces
+from bench.swarm_net import CC_ALLOWED_SYSCTL, leftover_namespaces, read_sysctl
 from tests.support.requirements import require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -62,13 +62,22 @@ def _check_pulls(report: dict[str, Any], mode: str, nodes: int) -> None:
 def test_small_cluster_benchmark(tmp_path: Path) -> None:
     require(unavailable_reason())
     out_dir = tmp_path / "results"
+    allowed_before = read_sysctl(CC_ALLOWED_SYSCTL)
     code, output = _run_bench(out_dir, tmp_path)
     assert code == 0, output[-4000:]
     assert leftover_namespaces() == [], "the benchmark left namespaces behind"
+    # Allowing cubic in the namespaces for the run must not outlive it.
+    assert read_sysctl(CC_ALLOWED_SYSCTL) == allowed_before
 
     report = json.loads((out_dir / "cluster-homogeneous.json").read_text())
     assert report["ok"] and not report["errors"]
     assert report["shaping"]["kind"] == "netns"
+    # Jumbo frames on every link, and Linux's default congestion control in every node.
+    assert report["parameters"]["mtu"] == 9000
+    assert report["parameters"]["tcp_congestion_control"] == "cubic"
+    commands = report["shaping"]["commands"]
+    assert sum(" type veth " in c and c.count(" mtu 9000") == 2 for c in commands) == PEERS + 3
+    assert sum("tcp_congestion_control=cubic" in c for c in commands) >= PEERS + 3
     assert all(0.5 <= c["share_of_limit"] <= 1.1 for c in report["setup"]["shaping_checks"])
     # The seed's client pulls too in p2p mode.
     _check_pulls(report, "p2p", PEERS + 1)
@@ -95,6 +104,7 @@ def test_small_cluster_benchmark(tmp_path: Path) -> None:
         )
         assert 0 <= figures["p2p_share"] <= 1
     assert p2p["p2p_share"] > 0.5  # the peers fed each other most of the image
+    assert 0 <= p2p["upload_drop_share"] < 0.5
     sim = report["p2psim"]
     assert "error" not in sim
     for strategy in ("rule", "direct"):
