@@ -4,7 +4,8 @@ Every node (registry, scheduler, seed, peers) gets a namespace ``sbt-<node>`` wi
 interface ``eth0`` at ``10.210.0.<n>/24``; its other end sits in a bridge that lives in a
 namespace of its own (``sbt-br``), so the root namespace and its interfaces are never
 touched (the one host setting a run may change, and restores, is the list of TCP
-congestion controls namespaces may choose: see :class:`NamespaceNetwork`). Two token-bucket filters shape each node:
+congestion controls namespaces may choose: see :class:`NamespaceNetwork`). Two
+token-bucket filters shape each node:
 
 * upload: ``tbf`` on the node's ``eth0`` (everything the node sends);
 * download: ``tbf`` on the node's bridge port (everything the bridge sends to the node).
