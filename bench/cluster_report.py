@@ -20,7 +20,7 @@ from bench.cluster_scenarios import (
 )
 from bench.cluster_sim import gap
 from bench.report import round_
-from bench.swarm_report import figures_for, tcp_payload_share
+from bench.swarm_report import TCP_PAYLOAD_SHARE, figures_for
 from bench.swarm_report import target_checks as swarm_target_checks
 
 TARGET_SPEEDUP = 5.0  # direct makespan / P2P makespan, when the registry bounds direct
@@ -157,7 +157,6 @@ def build_report(
             if results[0].get("uplinks"):
                 figures[mode]["uplink_bytes"] = results[0]["uplinks"]
     sim_block = _sim_block(sim, figures, sim_seeds)
-    payload_share = tcp_payload_share(scn.mtu)
     return {
         "benchmark": "cluster",
         "scenario": scn.name,
@@ -169,9 +168,9 @@ def build_report(
             "per peer rack r, F/D_r and n_r*F/(sum_{i in r} u_i + D_r), and u_seed at most "
             "its rack's uplink",
             "rates": "the configured shaper rates (Ethernet frames)",
-            "tcp_payload_bound_s": lower_bound(scn, image_bytes, payload_share)["seconds"],
-            "tcp_payload_note": f"the same with every rate times {payload_share:.4f} (TCP "
-            f"payload per {scn.mtu + 14}-byte frame): what a TCP transfer can attain at best",
+            "tcp_payload_bound_s": lower_bound(scn, image_bytes, TCP_PAYLOAD_SHARE)["seconds"],
+            "tcp_payload_note": f"the same with every rate times {TCP_PAYLOAD_SHARE:.4f} "
+            "(TCP payload per 1514-byte frame): what a TCP transfer can attain at best",
         },
         "direct_lower_bound": {
             **direct_bound,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.report import round_
-from bench.swarm_net import STANDARD_MTU, NodeSpec, Rack, Shaping
+from bench.swarm_net import NodeSpec, Rack, Shaping
 
 SCENARIOS = ("homogeneous", "mixed", "racks")
 MBIT = 1_000_000  # bits per second in one Mbit/s
@@ -56,8 +56,7 @@ class ClusterScenario:
     uplink_down_mbps: float = 0.0
     # The scheduler's scheduling.rack_gateways (0: its default, off).
     rack_gateways: int = 0
-    # Every link's MTU, and the nodes' TCP congestion control (None: the host's default).
-    mtu: int = STANDARD_MTU
+    # The nodes' TCP congestion control (None: the host's default).
     congestion_control: str | None = None
 
     @property
@@ -115,7 +114,6 @@ class ClusterScenario:
             "uplink_down_mbps": self.uplink_down_mbps if self.racks else None,
             "oversubscription": round_(self.oversubscription(), 3),
             "peer_racks": [self.peer_rack(i) for i in range(self.peers)],
-            "mtu": self.mtu,
             "tcp_congestion_control": self.congestion_control or "the host's default",
         }
 
@@ -129,7 +127,6 @@ def build_scenario(
     registry_egress_mbps: float = 80.0,
     uplink_down_mbps: float = 80.0,
     rack_gateways: int = 0,
-    mtu: int = STANDARD_MTU,
     congestion_control: str | None = None,
 ) -> ClusterScenario:
     """The scenario ``name`` at this size; the rates are the homogeneous ones."""
@@ -141,7 +138,6 @@ def build_scenario(
             image_mib=image_mib,
             registry_egress_mbps=registry_egress_mbps,
             rack_gateways=rack_gateways,
-            mtu=mtu,
             congestion_control=congestion_control,
             **rates,
         )
@@ -276,4 +272,4 @@ def describe_rates(scn: ClusterScenario) -> str:
             f"{scn.uplink_up_mbps:g} up / {scn.uplink_down_mbps:g} down"
         )
     cc = scn.congestion_control or "the host's default"
-    return text + f" (Mbit/s); MTU {scn.mtu}, TCP congestion control {cc}"
+    return text + f" (Mbit/s); TCP congestion control {cc}"

@@ -8,8 +8,8 @@ seeds. The mapping:
 
 * N, the blob sizes in pull order (the config, then the layers), the per-node rates
   and the registry egress are the benchmark's. Rates are multiplied by the TCP payload
-  share of a frame at the network's MTU (8948/9014 with jumbo frames, 1448/1514 at
-  1500): the shapers count Ethernet frames, the simulator moves payload bytes.
+  share of a frame (1448/1514): the shapers count Ethernet frames, the simulator moves
+  payload bytes.
 * The seed is ``seed_peers=1`` for P2P and absent for direct pulls (the benchmark's
   direct round has only the N peers pull). Like the simulator's seed, the benchmark's
   seed client asks for every blob at once.
@@ -38,7 +38,7 @@ from typing import Any
 from bench.cluster_scenarios import MBIT, ClusterScenario
 from bench.report import round_
 from bench.swarm_nodes import CLIENT_CONCURRENCY
-from bench.swarm_report import tcp_payload_share
+from bench.swarm_report import TCP_PAYLOAD_SHARE
 
 # A flat network's rack uplinks carry this many times the rack's NICs: never a limit.
 FLAT_OVERSUBSCRIPTION = 0.001
@@ -54,8 +54,7 @@ def sim_scenario(scn: ClusterScenario, blob_bytes: Sequence[int], strategy: str,
     from simulations.scenario import Scenario
 
     peer = PeerConfig()
-    share = tcp_payload_share(scn.mtu)
-    rate = MBIT / 8 * share  # bytes/s of payload per Mbit/s at the shaper
+    rate = MBIT / 8 * TCP_PAYLOAD_SHARE  # bytes/s of payload per Mbit/s at the shaper
     changes: dict[str, Any] = {
         "name": f"bench-{scn.name}",
         "nodes": scn.peers,
@@ -87,7 +86,7 @@ def sim_scenario(scn: ClusterScenario, blob_bytes: Sequence[int], strategy: str,
             )
         speeds = sorted(set(up), reverse=True)
         changes["nic_mix_gbps"] = tuple(
-            (mbps * share / 1000, up.count(mbps) / len(up)) for mbps in speeds
+            (mbps * TCP_PAYLOAD_SHARE / 1000, up.count(mbps) / len(up)) for mbps in speeds
         )
     elif (up[0], down[0]) != (scn.seed_up_mbps, scn.seed_down_mbps):
         raise ValueError(f"{scn.name}: p2psim gives the seed the peers' rates")

@@ -53,8 +53,6 @@ PREFIX_LEN = 24
 TBF_BURST_BYTES = 64 * 1024
 # Queueing delay a shaper allows before it drops, like a switch port's buffer.
 TBF_LATENCY_MS = 50
-# Ethernet's standard MTU; the cluster benchmark asks for jumbo frames (see its --mtu).
-STANDARD_MTU = 1500
 CC_SYSCTL = "net.ipv4.tcp_congestion_control"
 CC_ALLOWED_SYSCTL = "net.ipv4.tcp_allowed_congestion_control"
 CC_AVAILABLE_SYSCTL = "net.ipv4.tcp_available_congestion_control"
@@ -232,17 +230,15 @@ def remove_namespaces(names: Sequence[str]) -> list[str]:
 class NamespaceNetwork:
     """The namespaces, veth pairs, bridge and shapers of one benchmark run.
 
-    ``mtu`` is every veth's MTU. ``congestion_control``, when given, is the TCP
-    congestion control of every node's namespace; a namespace other than the root one
-    may only choose one the host lists as allowed, so when it is not, it is added to the
-    host's allowed list for the run and the list restored at teardown (the host's own
-    default is left alone).
+    ``congestion_control``, when given, is the TCP congestion control of every node's
+    namespace. A namespace other than the root one may only choose one the host lists as
+    allowed, so when it is not, it is added to the host's allowed list for the run and
+    the list restored at teardown (the host's own default is left alone).
     """
 
     kind = "netns"
 
-    def __init__(self, mtu: int = STANDARD_MTU, congestion_control: str | None = None) -> None:
-        self.mtu = mtu
+    def __init__(self, congestion_control: str | None = None) -> None:
         self.congestion_control = congestion_control
         self.nodes: list[Node] = []
         self.racks: list[Rack] = []
@@ -275,8 +271,8 @@ class NamespaceNetwork:
             if self.congestion_control is not None:
                 self._set_congestion_control(netns, self.congestion_control)
             self._do(
-                ["ip", "-n", BRIDGE_NS, "link", "add", port, *self._mtu, "type", "veth"]
-                + ["peer", "name", "eth0", *self._mtu, "netns", netns]
+                ["ip", "-n", BRIDGE_NS, "link", "add", port, "type", "veth"]
+                + ["peer", "name", "eth0", "netns", netns]
             )
             bridge = bridges.get(spec.rack, BRIDGE)
             self._do(["ip", "-n", BRIDGE_NS, "link", "set", port, "master", bridge, "up"])
@@ -297,10 +293,7 @@ class NamespaceNetwork:
         bridge, up, down = _rack_devices(index)
         self._do(["ip", "-n", BRIDGE_NS, "link", "add", bridge, "type", "bridge"])
         self._do(["ip", "-n", BRIDGE_NS, "link", "set", bridge, "up"])
-        self._do(
-            ["ip", "-n", BRIDGE_NS, "link", "add", up, *self._mtu, "type", "veth"]
-            + ["peer", "name", down, *self._mtu]
-        )
+        self._do(["ip", "-n", BRIDGE_NS, "link", "add", up, "type", "veth", "peer", "name", down])
         # A bridge sends out of a port what goes towards that port's far end: the rack-side
         # end carries the rack's uploads to the core, the core-side end its downloads.
         self._do(["ip", "-n", BRIDGE_NS, "link", "set", up, "master", bridge, "up"])
@@ -315,10 +308,6 @@ class NamespaceNetwork:
     def _add_namespace(self, name: str) -> None:
         self._do(["ip", "netns", "add", name])
         self._created.append(name)
-
-    @property
-    def _mtu(self) -> list[str]:
-        return ["mtu", str(self.mtu)]
 
     def _allow_congestion_control(self, name: str) -> None:
         if name not in read_sysctl(CC_AVAILABLE_SYSCTL).split():

@@ -16,18 +16,10 @@ from typing import Any
 from bench.report import REPO_ROOT, round_
 from peer.sizes import format_size
 
-
-def tcp_payload_share(mtu: int) -> float:
-    """The share of a shaped link's rate a TCP transfer can carry as payload, at best.
-
-    A full-size segment carries ``mtu - 52`` payload bytes (IP and TCP headers and the
-    timestamp option) in an Ethernet frame of ``mtu + 14`` bytes, which is what tc counts:
-    1448 of 1514 bytes at the standard MTU, 8948 of 9014 with jumbo frames.
-    """
-    return (mtu - 52) / (mtu + 14)
-
-
-TCP_PAYLOAD_SHARE = tcp_payload_share(1500)
+# A full-size TCP segment carries 1448 payload bytes (MSS 1460 less the timestamp option)
+# in a 1514-byte Ethernet frame, which is what tc counts: no transfer can beat this share
+# of a shaped link's rate.
+TCP_PAYLOAD_SHARE = 1448 / 1514
 TARGET_BOUND_RATIO = 2.0
 TARGET_REGISTRY_MULTIPLE = 1.1
 LINK_USES = ("registry_upload_used", "seed_upload_used", "peers_upload_used", "peers_download_used")

@@ -72,11 +72,9 @@ def test_small_cluster_benchmark(tmp_path: Path) -> None:
     report = json.loads((out_dir / "cluster-homogeneous.json").read_text())
     assert report["ok"] and not report["errors"]
     assert report["shaping"]["kind"] == "netns"
-    # Jumbo frames on every link, and Linux's default congestion control in every node.
-    assert report["parameters"]["mtu"] == 9000
+    # Linux's default congestion control in every node, whatever the host's is.
     assert report["parameters"]["tcp_congestion_control"] == "cubic"
     commands = report["shaping"]["commands"]
-    assert sum(" type veth " in c and c.count(" mtu 9000") == 2 for c in commands) == PEERS + 3
     assert sum("tcp_congestion_control=cubic" in c for c in commands) >= PEERS + 3
     assert all(0.5 <= c["share_of_limit"] <= 1.1 for c in report["setup"]["shaping_checks"])
     # The seed's client pulls too in p2p mode.
