@@ -24,15 +24,15 @@ bench/results/README.md).
 
 The nodes run Linux's default TCP congestion control, cubic
 (``--tcp-congestion-control``; ``host`` keeps this machine's own default), rather than
-inheriting this machine's: its BBR overran the shapers' 50 ms queues and lost about a
-quarter of the peers' upload packets (cubic: about 2%), where a real NIC pushes back on
-its own host instead of dropping. The JSON records the choice, and each round's share of
-upload packets the shapers dropped.
+inheriting this machine's: its BBR overruns the shapers' 50 ms queues, which then drop a
+large share of the peers' upload packets (bench/results/README.md has a pair of runs),
+where a real NIC pushes back on its own host instead of dropping. The JSON records the
+choice, and each round's share of upload packets the shapers dropped.
 
 Frames stay at Ethernet's 1500 bytes. Jumbo frames (9000) were tried: a P2P round took
-12% less CPU time, but 22 of 24 direct pulls through the registry's 80 Mbit/s shaper
-had not finished after 10 minutes (at these scaled-down rates a flow of jumbo frames has
-a couple of packets in flight, too few for fast retransmit: losses wait for timeouts).
+less CPU time, but most direct pulls through the registry's 80 Mbit/s shaper stalled for
+minutes (at these scaled-down rates a flow of jumbo frames has a couple of packets in
+flight, too few for fast retransmit: losses wait for timeouts).
 """
 
 from __future__ import annotations

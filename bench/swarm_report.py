@@ -266,8 +266,8 @@ def upload_drop_share(entry: dict[str, Any]) -> float | None:
     """The share of packets the peers' and the seed's upload shapers dropped in a round.
 
     A shaper drops when its queue is full; TCP then resends. A high share means the
-    senders overrun the shapers' queues (BBR does with these shallow ones, by about a
-    quarter), so transfers stall on losses a real NIC's backpressure would not cause.
+    senders overrun the shapers' queues (BBR does with these shallow ones), so transfers
+    stall on losses a real NIC's backpressure would not cause.
     """
     ups = [
         stats
