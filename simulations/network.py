@@ -338,12 +338,7 @@ class Network:
             source.served_bytes += source.rate_bps * (now - source.served_at_s)
             source.served_at_s = now
         remaining = flow.finish_tag - source.served_bytes
-        del source.bound[flow.flow_id]
-        fill = flow.fill
-        if fill is not None and source is not fill:
-            source.fill_bound -= 1
-            fill.elsewhere_bps -= source.rate_bps
-            self._fill_stale = True
+        self._unbind(flow)
         # Its heap entry at the source is now stale; the source's next event may come
         # later than queued, which that event finds out itself.
         self._bind(flow, target, remaining if remaining > 0.0 else 0.0, now)
