@@ -58,10 +58,11 @@ class Scenario:
     # Latencies: one scheduler request (register / ask again), one piece request.
     schedule_latency_s: float = 0.002
     request_latency_s: float = 0.001
-    # Peers, as configured in peer/config.py.
-    upload_slots: int = 8
+    # Peers, as configured in peer/config.py. upload_slots 0: each host's from its
+    # announced upload rate, as a peer does by default (peer.upload_slots).
+    upload_slots: int = 0
     pieces_in_flight: int = 8
-    max_per_parent: int = 4
+    max_per_parent: int = 2
     origin_concurrency: int = 4
     announce_interval_s: float = 10.0
     # Scheduler: rack gateways per task and rack (SchedulerSettings.rack_gateways; 0 off).
@@ -100,7 +101,6 @@ class Scenario:
             "nodes",
             "hosts_per_rack",
             "registry_max_transfers",
-            "upload_slots",
             "pieces_in_flight",
             "max_per_parent",
             "origin_concurrency",
@@ -108,6 +108,8 @@ class Scenario:
         ):
             if getattr(self, name) < 1:
                 raise ScenarioError(f"{name} must be >= 1")
+        if self.upload_slots < 0:
+            raise ScenarioError("upload_slots must be >= 0 (0: from each host's upload rate)")
         for name in (
             "host_upload_bps",
             "host_download_bps",

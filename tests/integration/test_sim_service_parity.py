@@ -61,8 +61,9 @@ COMMITTED_TRACE = Path(__file__).resolve().parent.parent / "data" / "sim_parity_
 # the same run; the committed one stays a valid input for the service all the same):
 #   p2psim --name parity --nodes 12 --seed 7 --hosts-per-rack 4 --layers-mib 4,12,1
 #     --seed-peers 1 --arrival-spread-s 0.3 --churn-fraction 0.25 --churn-from-s 0.02
-#     --churn-until-s 0.4 --upload-slots 2 --straggler-fraction 0.25
+#     --churn-until-s 0.4 --upload-slots 2 --max-per-parent 4 --straggler-fraction 0.25
 #     --nic-mix-gbps 1:0.5,10:0.5 --no-progress --trace tests/data/sim_parity_trace.jsonl
+# (4 per parent was the default then.)
 COMMITTED_SCENARIO = Scenario(
     name="parity",
     nodes=12,
@@ -75,6 +76,7 @@ COMMITTED_SCENARIO = Scenario(
     churn_from_s=0.02,
     churn_until_s=0.4,
     upload_slots=2,
+    max_per_parent=4,
     straggler_fraction=0.25,
     nic_mix_gbps=((1.0, 0.5), (10.0, 0.5)),
 )

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from peer import conductor
 from peer.pieces import MiB
 from peer.task import BlobTask
 from tests.integration.scheduler.test_scheduler_metrics import sample
@@ -60,10 +61,16 @@ async def test_pieces_recorded_as_the_blob_completes_are_still_reported(
 
     monkeypatch.setattr(BlobTask, "missing_pieces", watched_missing_pieces)
     monkeypatch.setattr(BlobTask, "wake", held_notify)
+    # Every piece is held, so all four must be in flight at once from the one parent.
+    monkeypatch.setattr(conductor, "MAX_PER_PARENT", 4)
 
-    for peer in (seed, child):
-        assert await _pull_all(peer, image) == {d: d for d in image.blob_digests}
-    await _wait_idle([seed, child])
+    try:
+        for peer in (seed, child):
+            assert await _pull_all(peer, image) == {d: d for d in image.blob_digests}
+        await _wait_idle([seed, child])
+    finally:  # a failed pull must not leave fetches held through the peers' shutdown
+        for event in seen_complete.values():
+            event.set()
 
     url = scheduler_server.make_url("/metrics")
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
