@@ -75,7 +75,9 @@ from bench.swarm_net import (
 )
 from bench.swarm_nodes import CLIENT_CONCURRENCY
 from bench.swarm_run import SEED, progress
+from peer.conductor import MAX_PER_PARENT
 from peer.sizes import format_size
+from peer.upload_slots import upload_slots_for
 from tests.support.processes import ProcessFailed, log_tail
 from tests.support.registry import registry_unavailable_reason
 
@@ -266,6 +268,10 @@ def run_scenario(scn: ClusterScenario, args: argparse.Namespace) -> dict[str, An
         client_fallback="registry, for a blob the mirror answers with an error (containerd)",
         peer_settings="peer defaults; announced capacities = the node's shaper rates; "
         "rack, idc and location labels as p2psim gives its hosts",
+        # What those defaults come to on these links (peer.upload_slots, peer.conductor).
+        peer_upload_slots=[upload_slots_for(mbps * 1e6 / 8) for mbps in scn.peer_up_mbps],
+        seed_upload_slots=upload_slots_for(scn.seed_up_mbps * 1e6 / 8),
+        max_per_parent=MAX_PER_PARENT,
         skip_direct=args.skip_direct,
     )
     warnings = list(run.warnings)

@@ -22,6 +22,7 @@ import yaml
 from cluster_tls import TLSSettings, load_tls
 from peer.pieces import DEFAULT_MAX_PIECE_BYTES, DEFAULT_MIN_PIECE_BYTES, DEFAULT_TARGET_PIECES
 from peer.sizes import parse_size
+from peer.upload_slots import upload_slots_for
 from registry_proxy.upstream import UpstreamConfig
 
 GiB = 1024**3
@@ -76,7 +77,9 @@ class PeerConfig:
     location: str = ""  # "a|b|c", most general first
     upload_capacity_bps: float = 1.25e9  # announced to the scheduler, bytes per second
     download_capacity_bps: float = 1.25e9
-    upload_slots: int = 8  # concurrent piece uploads; more are refused with 503
+    # Concurrent piece uploads (more are refused with 503), and children per blob the
+    # scheduler gives this peer. 0: from upload_capacity_bps (peer.upload_slots).
+    upload_slots: int = 0
     upload_rate_bps: float = 0.0  # cap on piece upload bytes per second; 0: none
     pieces_in_flight: int = 8  # piece requests to parents at once, per blob
     announce_interval_s: float = 10.0
@@ -92,9 +95,10 @@ class PeerConfig:
             raise ConfigError(
                 f"host_id {self.host_id!r}: use letters, digits, '.', '_' and '-' (at most 128)"
             )
-        for name in ("upload_slots", "pieces_in_flight"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
+        if self.upload_slots < 0:
+            raise ConfigError("upload_slots must be at least 1, or 0 to follow the upload capacity")
+        if self.pieces_in_flight < 1:
+            raise ConfigError("pieces_in_flight must be at least 1")
         if not self.min_piece_bytes <= self.max_piece_bytes:
             raise ConfigError("min_piece_bytes must not exceed max_piece_bytes")
         for name in ("origin_concurrency", "piece_attempts", "target_pieces", "min_piece_bytes"):
@@ -108,6 +112,11 @@ class PeerConfig:
                 raise ConfigError(
                     f"scheduler: expected http(s) URLs, comma-separated; got {self.scheduler!r}"
                 )
+
+    @property
+    def upload_slot_count(self) -> int:
+        """``upload_slots``, or the count the upload capacity calls for when it is 0."""
+        return self.upload_slots or upload_slots_for(self.upload_capacity_bps)
 
     @property
     def listen_host(self) -> str:

@@ -48,7 +48,7 @@ class PeerDaemon:
         self.config = config
         self.shutdown_grace_s = shutdown_grace_s
         self.metrics = PeerMetrics()
-        self.limiter = UploadLimiter(config.upload_slots, config.upload_rate_bps)
+        self.limiter = UploadLimiter(config.upload_slot_count, config.upload_rate_bps)
         self._runners: list[web.AppRunner] = []
         self._announcer: asyncio.Task[None] | None = None
         self._client: UpstreamClient | None = None
@@ -203,7 +203,7 @@ class PeerDaemon:
             piece_port=config.advertise_port or self.piece_port,
             upload_capacity_bps=config.upload_capacity_bps,
             download_capacity_bps=config.download_capacity_bps,
-            upload_slots=config.upload_slots,
+            upload_slots=config.upload_slot_count,
             is_seed=config.seed,
             idc=config.idc,
             rack=config.rack,

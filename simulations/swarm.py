@@ -46,6 +46,7 @@ from peer.conductor import (
 from peer.piece_picker import lowest_bits, pick_pieces_masked
 from peer.reporter import REPORT_BATCH, REPORT_INTERVAL_S
 from peer.seed_offer import SeedOffer
+from peer.upload_slots import upload_slots_for
 from scheduler.core import (
     BackToSource,
     Decision,
@@ -159,6 +160,10 @@ class Swarm:
         for _ in range(min(concurrent, len(self.layers))):
             self._start_layer(now, node)
 
+    def _upload_slots(self, host: SimHost) -> int:
+        """The host's upload slots: the scenario's, or as a peer sizes them by default."""
+        return self.scenario.upload_slots or upload_slots_for(host.announced_upload_bps)
+
     def _announce(self, now: float, host: SimHost) -> None:
         if self.state is None or self.queue.stopped or host.failed:
             return
@@ -170,7 +175,7 @@ class Swarm:
                 piece_port=PIECE_PORT,
                 upload_capacity_bps=host.announced_upload_bps,
                 download_capacity_bps=host.announced_download_bps,
-                upload_slots=self.scenario.upload_slots,
+                upload_slots=self._upload_slots(host),
                 is_seed=host.is_seed,
                 idc="dc-1",
                 rack=host.rack,
@@ -384,7 +389,9 @@ class Swarm:
         parent_host = self.peers[parent_id].node.host
         uploads = self._uploads.get(parent_host.host_id)
         if uploads is None:
-            uploads = self._uploads[parent_host.host_id] = _UploadSlots(self.scenario.upload_slots)
+            uploads = self._uploads[parent_host.host_id] = _UploadSlots(
+                self._upload_slots(parent_host)
+            )
         host = peer.node.host
         request = (
             peer,

@@ -74,6 +74,8 @@ def test_small_cluster_benchmark(tmp_path: Path) -> None:
     assert report["shaping"]["kind"] == "netns"
     # Linux's default congestion control in every node, whatever the host's is.
     assert report["parameters"]["tcp_congestion_control"] == "cubic"
+    # 40 Mbit/s uplinks: the peers' default upload slots come to 4 (peer.upload_slots).
+    assert report["parameters"]["peer_upload_slots"] == [4] * PEERS
     commands = report["shaping"]["commands"]
     assert sum("tcp_congestion_control=cubic" in c for c in commands) >= PEERS + 3
     assert all(0.5 <= c["share_of_limit"] <= 1.1 for c in report["setup"]["shaping_checks"])

@@ -13,6 +13,7 @@ PURE_MODULES = [
     "peer/pieces.py",
     "peer/cache.py",
     "peer/sizes.py",
+    "peer/upload_slots.py",
     "peer/piece_picker.py",
     "peer/rendezvous.py",
     "peer/replica_view.py",
