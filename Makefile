@@ -59,6 +59,7 @@ sim-accel: venv
 # Long (about 15 minutes); results land in bench/results/*.json.
 bench: deps venv sim-accel
 	$(BIN)/python -m bench.mirror_bench
+	$(BIN)/python -m bench.relay_ceiling
 	$(BIN)/python -m bench.swarm_bench
 	$(BIN)/python -m bench.sched_bench
 	$(BIN)/python -m bench.model_bench --json bench/results/model.json
