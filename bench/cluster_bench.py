@@ -54,7 +54,7 @@ from typing import Any
 from bench.cluster_plot import plot_cluster
 from bench.cluster_report import build_report, render_summary
 from bench.cluster_run import ClusterRun
-from bench.cluster_scenarios import SCENARIOS, ClusterScenario, build_scenario
+from bench.cluster_scenarios import MBIT, SCENARIOS, ClusterScenario, build_scenario
 from bench.cluster_sim import predict
 from bench.probes import host_busy_over, load_average, wait_for_quiet
 from bench.report import code_state, machine_facts, round_
@@ -268,9 +268,10 @@ def run_scenario(scn: ClusterScenario, args: argparse.Namespace) -> dict[str, An
         client_fallback="registry, for a blob the mirror answers with an error (containerd)",
         peer_settings="peer defaults; announced capacities = the node's shaper rates; "
         "rack, idc and location labels as p2psim gives its hosts",
-        # What those defaults come to on these links (peer.upload_slots, peer.conductor).
-        peer_upload_slots=[upload_slots_for(mbps * 1e6 / 8) for mbps in scn.peer_up_mbps],
-        seed_upload_slots=upload_slots_for(scn.seed_up_mbps * 1e6 / 8),
+        # What those defaults come to on these links (peer.upload_slots, peer.conductor);
+        # the capacities announced are the shaper rates in bytes/s (bench.swarm_nodes).
+        peer_upload_slots=[upload_slots_for(mbps * MBIT / 8) for mbps in scn.peer_up_mbps],
+        seed_upload_slots=upload_slots_for(scn.seed_up_mbps * MBIT / 8),
         max_per_parent=MAX_PER_PARENT,
         skip_direct=args.skip_direct,
     )
@@ -301,7 +302,7 @@ def run_scenario(scn: ClusterScenario, args: argparse.Namespace) -> dict[str, An
             "and bridge port (download), on the registry's eth0 (egress) and on both ends "
             "of each rack's uplink veth; the scheduler is not shaped; no added latency "
             "(no netem on this kernel)",
-            "tcp_congestion_control": scn.congestion_control or "the host's default",
+            "tcp_congestion_control": scn.congestion_control_label,
             "commands": shaping_commands,
         },
         setup=setup,

@@ -60,6 +60,11 @@ class ClusterScenario:
     congestion_control: str | None = None
 
     @property
+    def congestion_control_label(self) -> str:
+        """The congestion control as the report names it."""
+        return self.congestion_control or "the host's default"
+
+    @property
     def hosts_per_rack(self) -> int:
         return math.ceil(self.peers / self.racks) if self.racks else self.peers
 
@@ -114,7 +119,7 @@ class ClusterScenario:
             "uplink_down_mbps": self.uplink_down_mbps if self.racks else None,
             "oversubscription": round_(self.oversubscription(), 3),
             "peer_racks": [self.peer_rack(i) for i in range(self.peers)],
-            "tcp_congestion_control": self.congestion_control or "the host's default",
+            "tcp_congestion_control": self.congestion_control_label,
         }
 
 
@@ -271,5 +276,4 @@ def describe_rates(scn: ClusterScenario) -> str:
             f", {scn.racks} racks of {scn.hosts_per_rack} + a seed rack, uplinks "
             f"{scn.uplink_up_mbps:g} up / {scn.uplink_down_mbps:g} down"
         )
-    cc = scn.congestion_control or "the host's default"
-    return text + f" (Mbit/s); TCP congestion control {cc}"
+    return text + f" (Mbit/s); TCP congestion control {scn.congestion_control_label}"
