@@ -8,6 +8,7 @@ strategy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -142,7 +143,9 @@ def scheduler_for(
     strategy = scenario.strategy
     if strategy == "direct":
         return None
-    settings = SchedulerSettings(rack_gateways=scenario.rack_gateways)
+    settings = SchedulerSettings(
+        rack_gateways=scenario.rack_gateways, rack_congestion_ratio=scenario.rack_congestion_ratio
+    )
     evaluator: Evaluator
     if strategy == "random":
         evaluator = RandomEvaluator(rng)
@@ -150,9 +153,7 @@ def scheduler_for(
         evaluator = KrakenEvaluator(rng)
     elif strategy == "oracle":
         evaluator = OracleEvaluator(cluster, network)
-        settings = SchedulerSettings(
-            candidate_sample_size=ORACLE_SAMPLE_SIZE, rack_gateways=scenario.rack_gateways
-        )
+        settings = dataclasses.replace(settings, candidate_sample_size=ORACLE_SAMPLE_SIZE)
     elif strategy == "learned":
         evaluator = learned_evaluator(scenario.model_path)
     elif strategy == "tuned":

@@ -67,6 +67,9 @@ class Scenario:
     announce_interval_s: float = 10.0
     # Scheduler: rack gateways per task and rack (SchedulerSettings.rack_gateways; 0 off).
     rack_gateways: int = 0
+    # Scheduler: congested racks keep their peers' parents inside (SchedulerSettings.
+    # rack_congestion_ratio; 0 off).
+    rack_congestion_ratio: float = 2.0
     # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
     layer_concurrency: int = 3
     seed_peers: int = 0
@@ -134,6 +137,8 @@ class Scenario:
         for name in ("straggler_fraction", "churn_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ScenarioError(f"{name} must be in [0, 1]")
+        if not (self.rack_congestion_ratio == 0 or self.rack_congestion_ratio >= 1):
+            raise ScenarioError("rack_congestion_ratio must be 0 (off) or >= 1")
         if not self.churn_until_s >= self.churn_from_s:
             raise ScenarioError("churn_until_s must be >= churn_from_s")
         if any(not (gbps > 0 and share > 0) for gbps, share in self.nic_mix_gbps):

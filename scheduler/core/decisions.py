@@ -20,6 +20,7 @@ class FilterReason(enum.StrEnum):
     BAD_PARENT = "bad_parent"  # its last piece cost was an outlier
     NOTHING_NEEDED = "nothing_needed"  # it holds no piece the child lacks
     # A normal peer in another rack, while the child's rack has its gateways (settings)
+    # or its uplink is congested (rack_flow) and a rack-mate or seed peer will do
     OTHER_RACK = "other_rack"
     NO_UPLOAD_SLOT = "no_upload_slot"
     CYCLE = "cycle"  # it downloads, directly or not, from the child

@@ -31,11 +31,12 @@ def decide(
     seed_hosts_alive: bool,
     now: float,
     rng: random.Random,
+    in_rack: bool = False,
 ) -> Decision:
     first = quota.origin_first(child)
     if first is not None:
         return first
-    best, rejected = best_parents(child, settings, evaluator, now, rng)
+    best, rejected = best_parents(child, settings, evaluator, now, rng, in_rack)
     if best:
         return Parents(tuple(_choice(parent, score) for parent, score in best), rejected)
     return quota.without_parent(child, rejected, settings, seed_hosts_alive, now, rng)
@@ -47,8 +48,12 @@ def best_parents(
     evaluator: Evaluator,
     now: float,
     rng: random.Random,
+    in_rack: bool = False,
 ) -> tuple[list[tuple[Peer, float]], tuple[Rejection, ...]]:
     """The best ``parents_per_decision`` candidates with their scores, and the rejections.
+
+    ``in_rack`` (the child's rack uplink is congested, ``scheduler.core.rack_flow``):
+    normal peers of other racks are dropped whenever a rack-mate or a seed peer will do.
 
     A parent flagged slow (``bad_parent``) is passed over while any other candidate will
     do. When none will, the slow ones are screened again without that test: they may hold
@@ -120,7 +125,24 @@ def best_parents(
             -pair[1] if not math.isnan(pair[1]) else math.inf,
         ),
     )
+    if in_rack:
+        # A piece fetched inside the rack leaves the uplink to pieces the rack has
+        # nowhere else; the filter's order is kept, so the evaluator still ranks them.
+        rack = child.host.rack_key
+        inside = [pair for pair in ranked if not _other_rack(pair[0], rack)]
+        if inside:
+            rejected.extend(
+                Rejection(peer.peer_id, FilterReason.OTHER_RACK)
+                for peer, _ in ranked
+                if _other_rack(peer, rack)
+            )
+            ranked = inside
     return ranked[: settings.parents_per_decision], tuple(rejected)
+
+
+def _other_rack(peer: Peer, rack: tuple[str, str]) -> bool:
+    """A normal peer outside ``rack`` (seed peers sit outside every rack, and count as in)."""
+    return peer.host.rack_key != rack and not peer.host.is_seed
 
 
 def _choice(parent: Peer, score: float) -> ParentChoice:

@@ -61,6 +61,13 @@ class SchedulerSettings:
     # A peer held back this way that is told "retry later" this many times in a row
     # (no parent in its rack has what it needs) may take parents from other racks.
     rack_gateway_patience: int = 8
+    # A rack whose peers get pieces from other racks' normal peers more than
+    # ``rack_congestion_ratio`` times slower than from rack-mates (moving averages over
+    # at least ``rack_congestion_samples`` pieces each) is congested: its peers then take
+    # parents inside the rack (and seed peers) whenever any will do, and other racks' only
+    # when none will (``scheduler.core.rack_flow``). 0 turns it off.
+    rack_congestion_ratio: float = 2.0
+    rack_congestion_samples: int = 5
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -70,6 +77,8 @@ class SchedulerSettings:
         for name in ("candidate_sample_size", "parents_per_decision"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if 0 < self.rack_congestion_ratio < 1:
+            raise ValueError("rack_congestion_ratio must be 0 (off) or >= 1")
         if self.piece_cost_window < 2:
             raise ValueError("piece_cost_window must be >= 2 (a cost needs earlier costs)")
         if self.back_to_source_after_retries is not None and self.back_to_source_after_retries < 1:

@@ -32,6 +32,7 @@ from scheduler.core.events import (
 )
 from scheduler.core.model import Host, Peer, PeerState, Task
 from scheduler.core.piece_costs import PieceCostWindow
+from scheduler.core.rack_flow import RackFlows
 from scheduler.core.scheduling import decide
 from scheduler.core.settings import SchedulerSettings
 from scheduler.core.transfers import TransferRecorder
@@ -57,6 +58,8 @@ class SchedulerState:
         self.tasks: dict[str, Task] = {}
         self.peers: dict[str, Peer] = {}
         self._seed_host_count = 0
+        # Per rack, how fast pieces arrive from other racks and from inside it.
+        self.rack_flows = RackFlows()
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -291,6 +294,8 @@ class SchedulerState:
                 task.digest_sources[index] = child.peer_id
                 child.digest_pieces.append(index)
         recorder = self.recorder
+        child_host = child.host
+        settings = self.settings
         for report, parent in zip(event.reports, parents, strict=True):
             if recorder is not None:
                 recorder.on_report(child, report, now)
@@ -301,7 +306,16 @@ class SchedulerState:
                     parent_host = parent.host
                     size_bytes = report.size_bytes
                     parent_host.record_upload(size_bytes, now)
-                    parent_host.record_throughput(child.host.rack_key, size_bytes, report.cost_s)
+                    parent_host.record_throughput(child_host.rack_key, size_bytes, report.cost_s)
+                    if child_host.rack and not parent_host.is_seed:
+                        self.rack_flows.record(
+                            child_host.rack_key,
+                            parent_host.rack_key == child_host.rack_key,
+                            size_bytes,
+                            report.cost_s,
+                            settings.rack_congestion_ratio,
+                            settings.rack_congestion_samples,
+                        )
                     parent_host.upload_ok_count += 1
                     if parent.costs.add(report.cost_s, now):
                         self._block(child, parent)
@@ -394,7 +408,10 @@ class SchedulerState:
         child = self.peer(peer_id)
         if child.state is PeerState.SUCCEEDED:
             raise PeerStateError(f"peer {peer_id!r} already holds every piece")
-        decision = decide(child, self.settings, self.evaluator, self._seed_host_count > 0, now, rng)
+        in_rack = child.host.rack_key in self.rack_flows.congested
+        decision = decide(
+            child, self.settings, self.evaluator, self._seed_host_count > 0, now, rng, in_rack
+        )
         if isinstance(decision, Parents) and self.recorder is not None:
             # Before the edges change the parents' load: the snapshot is what was scored.
             chosen = [self.peers[choice.peer_id] for choice in decision.parents]

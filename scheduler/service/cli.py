@@ -68,6 +68,7 @@ Config file (YAML; unknown keys are an error), with the defaults:
     parents_per_decision: 4
     back_to_source_quota: 1
     rack_gateways: 0     # 1: racks behind oversubscribed uplinks (README)
+    rack_congestion_ratio: 2.0  # 0: never keep a congested rack's parents inside
     ...
 """
 

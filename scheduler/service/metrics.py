@@ -107,6 +107,13 @@ class SchedulerMetrics:
         self.tasks = Gauge(
             "p2p_scheduler_tasks", "Tasks (blobs) with at least one peer.", registry=r
         )
+        self.congested_racks = Gauge(
+            "p2p_scheduler_congested_racks",
+            "Racks whose peers get pieces from other racks' peers over "
+            "rack_congestion_ratio times slower than from rack-mates: their peers take "
+            "parents inside the rack while any will do (candidates_filtered other_rack).",
+            registry=r,
+        )
         self.piece_cost = Histogram(
             "p2p_scheduler_piece_cost_seconds",
             "Piece transfer times peers reported, by source (origin, peer, seed).",
@@ -132,6 +139,7 @@ class SchedulerMetrics:
         self.hosts.set_function(lambda: counts().hosts)
         self.peers.set_function(lambda: counts().peers)
         self.tasks.set_function(lambda: counts().tasks)
+        self.congested_racks.set_function(lambda: counts().congested_racks)
         _zero(self.decisions, ACTIONS)
         _zero(self.candidates_filtered, [str(reason) for reason in FilterReason])
         # Every reason the core has, not only those it sends to the origin today.

@@ -39,6 +39,7 @@ class Counts:
     hosts: int = 0
     peers: int = 0
     tasks: int = 0
+    congested_racks: int = 0
 
 
 class StateWriter:
@@ -99,4 +100,9 @@ class StateWriter:
             else:
                 future.set_result(result)
             state = self._state
-            self.counts = Counts(len(state.hosts), len(state.peers), len(state.tasks))
+            self.counts = Counts(
+                len(state.hosts),
+                len(state.peers),
+                len(state.tasks),
+                len(state.rack_flows.congested),
+            )

@@ -23,6 +23,7 @@ PURE_MODULES = [
     "scheduler/core/learned.py",
     "scheduler/core/transfers.py",
     "scheduler/core/tree_model.py",
+    "scheduler/core/rack_flow.py",
 ]
 FORBIDDEN = {"asyncio", "aiohttp", "redis", "prometheus_client", "time", "socket", "os"}
 

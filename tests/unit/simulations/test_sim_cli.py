@@ -62,6 +62,7 @@ def test_every_scenario_key_is_a_flag(capsys: pytest.CaptureFixture[str], tmp_pa
         "origin_concurrency": "2",
         "announce_interval_s": "5",
         "rack_gateways": "1",
+        "rack_congestion_ratio": "3",
         "layer_concurrency": "2",
         "seed_peers": "1",
         "nic_mix_gbps": "1:1,10:3",
