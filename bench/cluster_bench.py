@@ -46,7 +46,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from bench.runner import (
     add_network_flags,
     add_work_flags,
     hold_bench_lock,
+    new_work_dir,
     raise_on_sigterm,
 )
 from bench.swarm_bench import QUIET_BUSY_SHARE, first_line
@@ -212,7 +212,7 @@ def run_scenario(scn: ClusterScenario, args: argparse.Namespace) -> dict[str, An
     host["load_average_at_start"] = load_average()
     code = code_state(MEASURED_CODE)
     network = NamespaceNetwork(scn.congestion_control)
-    work = Path(tempfile.mkdtemp(prefix=f"starling-cluster-{scn.name}-", dir=args.work_dir))
+    work = new_work_dir(args.work_dir, f"starling-cluster-{scn.name}-")
     run = ClusterRun(scn, network, work, args.keep_work)
     rounds: dict[str, list[dict[str, Any]]] = {"p2p": [], "direct": []}
     setup: dict[str, Any] = {}

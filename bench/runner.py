@@ -54,6 +54,13 @@ def add_network_flags(parser: argparse.ArgumentParser, peers: int) -> None:
     )
 
 
+def new_work_dir(parent: str, prefix: str) -> Path:
+    """A fresh directory for one run's data dirs and logs, under ``parent`` (``--work-dir``),
+    which is created first if it does not exist yet."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
 def add_work_flags(parser: argparse.ArgumentParser, quiet_wait_s: float) -> None:
     """Where data dirs and logs go, and how long to wait for a quiet machine."""
     parser.add_argument(

@@ -43,7 +43,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from bench.runner import (
     add_network_flags,
     add_work_flags,
     hold_bench_lock,
+    new_work_dir,
     raise_on_sigterm,
 )
 from bench.swarm_net import (
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         progress("egress are NOT limited, so these figures do not test the scenario asked for.")
         progress("!" * 78)
 
-    work = Path(tempfile.mkdtemp(prefix="starling-swarm-", dir=args.work_dir))
+    work = new_work_dir(args.work_dir, "starling-swarm-")
     run = SwarmRun(args, network, work)
     rounds: dict[str, list[dict[str, Any]]] = {"p2p": [], "direct": []}
     setup: dict[str, Any] = {}
