@@ -33,7 +33,7 @@ RackKey = tuple[str, str]
 # host's (``scheduler.core.model.THROUGHPUT_EWMA_WEIGHT``, a fifth): with one in twenty,
 # a burst of slow pieces does not flip the verdict back and forth. p2psim, the cluster
 # benchmark's racks (8 seeds): 2.46x the bound against 2.57x with a fifth; the shipped
-# 1,000-node default (12 seeds): mean makespan 6.26 s against 6.36 s (6.24 s off).
+# 1,000-node default (12 seeds): a mean of 6.26x the bound against 6.36x (6.24x off).
 RACK_FLOW_EWMA_WEIGHT = 0.05
 
 
