@@ -108,11 +108,7 @@ def rejection_reason(
         return FilterReason.SELF
     if candidate.host is child.host:
         return FilterReason.SAME_HOST
-    if (
-        not other_racks
-        and candidate.host.rack_key != child.host.rack_key
-        and not candidate.host.is_seed
-    ):
+    if not other_racks and in_other_rack(candidate, child.host.rack_key):
         return FilterReason.OTHER_RACK
     if candidate.peer_id in child.blocked_parent_ids:
         return FilterReason.BLOCKED
@@ -129,6 +125,12 @@ def rejection_reason(
     if candidate.parents and candidate in descendants:
         return FilterReason.CYCLE
     return None
+
+
+def in_other_rack(candidate: Peer, rack: tuple[str, str]) -> bool:
+    """A normal peer outside ``rack``. Seed peers sit outside every rack and serve every
+    rack: none of the rack rules holds them back."""
+    return candidate.host.rack_key != rack and not candidate.host.is_seed
 
 
 def may_use_other_racks(child: Peer, gateways: int, patience: int) -> bool:

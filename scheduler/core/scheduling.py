@@ -18,7 +18,12 @@ from scheduler.core import quota
 from scheduler.core.decisions import Decision, FilterReason, ParentChoice, Parents, Rejection
 from scheduler.core.errors import SchedulerError
 from scheduler.core.evaluator import Evaluator
-from scheduler.core.filters import Descendants, may_use_other_racks, rejection_reason
+from scheduler.core.filters import (
+    Descendants,
+    in_other_rack,
+    may_use_other_racks,
+    rejection_reason,
+)
 from scheduler.core.model import Peer
 from scheduler.core.sampling import sample_candidates, sample_complete
 from scheduler.core.settings import SchedulerSettings
@@ -129,20 +134,15 @@ def best_parents(
         # A piece fetched inside the rack leaves the uplink to pieces the rack has
         # nowhere else; the filter's order is kept, so the evaluator still ranks them.
         rack = child.host.rack_key
-        inside = [pair for pair in ranked if not _other_rack(pair[0], rack)]
+        inside = [pair for pair in ranked if not in_other_rack(pair[0], rack)]
         if inside:
             rejected.extend(
                 Rejection(peer.peer_id, FilterReason.OTHER_RACK)
                 for peer, _ in ranked
-                if _other_rack(peer, rack)
+                if in_other_rack(peer, rack)
             )
             ranked = inside
     return ranked[: settings.parents_per_decision], tuple(rejected)
-
-
-def _other_rack(peer: Peer, rack: tuple[str, str]) -> bool:
-    """A normal peer outside ``rack`` (seed peers sit outside every rack, and count as in)."""
-    return peer.host.rack_key != rack and not peer.host.is_seed
 
 
 def _choice(parent: Peer, score: float) -> ParentChoice:

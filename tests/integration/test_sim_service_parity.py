@@ -63,7 +63,9 @@ COMMITTED_TRACE = Path(__file__).resolve().parent.parent / "data" / "sim_parity_
 #     --seed-peers 1 --arrival-spread-s 0.3 --churn-fraction 0.25 --churn-from-s 0.02
 #     --churn-until-s 0.4 --upload-slots 2 --max-per-parent 4 --straggler-fraction 0.25
 #     --nic-mix-gbps 1:0.5,10:0.5 --no-progress --trace tests/data/sim_parity_trace.jsonl
-# (4 per parent was the default then.)
+# (4 per parent was the default then, and congested racks were not held in: the header
+# says rack_congestion_ratio 0, which the core then had in effect, in the scenario and the
+# settings.)
 COMMITTED_SCENARIO = Scenario(
     name="parity",
     nodes=12,
@@ -79,8 +81,15 @@ COMMITTED_SCENARIO = Scenario(
     max_per_parent=4,
     straggler_fraction=0.25,
     nic_mix_gbps=((1.0, 0.5), (10.0, 0.5)),
+    rack_congestion_ratio=0.0,
 )
-FRESH_SCENARIO = COMMITTED_SCENARIO.replace(nodes=16, seed=11, seed_peers=0, arrival_spread_s=0.0)
+FRESH_SCENARIO = COMMITTED_SCENARIO.replace(
+    nodes=16,
+    seed=11,
+    seed_peers=0,
+    arrival_spread_s=0.0,
+    rack_congestion_ratio=Scenario().rack_congestion_ratio,
+)
 # No expiry sweep during a replay: the trace holds every host expiry the run had.
 UPKEEP_S = 3600.0
 
