@@ -14,6 +14,10 @@ from typing import Any
 
 import yaml
 
+from peer.conductor import MAX_PER_PARENT
+from peer.config import PeerConfig
+from scheduler.core.settings import SchedulerSettings
+
 GBPS = 1e9 / 8  # bytes per second in one gigabit per second
 MiB = 1024 * 1024
 # Parent selection. Every P2P strategy runs scheduler.core's pipeline with its own
@@ -58,18 +62,18 @@ class Scenario:
     # Latencies: one scheduler request (register / ask again), one piece request.
     schedule_latency_s: float = 0.002
     request_latency_s: float = 0.001
-    # Peers, as configured in peer/config.py. upload_slots 0: each host's from its
-    # announced upload rate, as a peer does by default (peer.upload_slots).
-    upload_slots: int = 0
-    pieces_in_flight: int = 8
-    max_per_parent: int = 2
-    origin_concurrency: int = 4
-    announce_interval_s: float = 10.0
-    # Scheduler: rack gateways per task and rack (SchedulerSettings.rack_gateways; 0 off).
-    rack_gateways: int = 0
-    # Scheduler: congested racks keep their peers' parents inside (SchedulerSettings.
-    # rack_congestion_ratio; 0 off).
-    rack_congestion_ratio: float = 2.0
+    # Peers: the real peer's defaults, read from where they are set, so a changed default
+    # is simulated without a second edit. upload_slots 0: each host's from its announced
+    # upload rate (peer.upload_slots).
+    upload_slots: int = PeerConfig.upload_slots
+    pieces_in_flight: int = PeerConfig.pieces_in_flight
+    max_per_parent: int = MAX_PER_PARENT
+    origin_concurrency: int = PeerConfig.origin_concurrency
+    announce_interval_s: float = PeerConfig.announce_interval_s
+    # Scheduler: rack gateways per task and rack (0 off), and the ratio past which a
+    # congested rack keeps its peers' parents inside (0 off); SchedulerSettings' defaults.
+    rack_gateways: int = SchedulerSettings.rack_gateways
+    rack_congestion_ratio: float = SchedulerSettings.rack_congestion_ratio
     # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
     layer_concurrency: int = 3
     seed_peers: int = 0
