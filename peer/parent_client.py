@@ -17,9 +17,12 @@ elsewhere), and the reason is logged as one line per parent, not once per piece.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,8 @@ PIECE_READ_BYTES = 1024 * 1024
 # parent within about 5-10 s, well inside the mirror's default 20 s stall timeout.
 PIECE_LIST_TIMEOUT_S = 5.0
 PIECE_STALL_TIMEOUT_S = 5.0
+# The content type of a streamed piece list (``peer.piece_server``), one JSON per line.
+STREAM_CONTENT_TYPE = "application/x-ndjson"
 # A parent's TLS failure is logged at warning level at most this often; it repeats for
 # every piece list and piece asked of it until the scheduler stops handing it out.
 TLS_WARNING_INTERVAL_S = 60.0
@@ -62,6 +67,16 @@ class PieceList:
     seed: bool = False
 
 
+def _piece_list(body: Any) -> PieceList:
+    return PieceList(
+        int(body["size_bytes"]),
+        int(body["piece_bytes"]),
+        bool(body["complete"]),
+        frozenset(int(i) for i in body["pieces"]),
+        bool(body.get("seed", False)),
+    )
+
+
 class ParentClient:
     def __init__(
         self,
@@ -75,6 +90,11 @@ class ParentClient:
         self._tls_warned: dict[str, float] = {}  # parent base URL -> when last logged
         self._list_timeout = aiohttp.ClientTimeout(
             total=min(read_timeout_s, PIECE_LIST_TIMEOUT_S), sock_connect=connect_timeout_s
+        )
+        # A stream has no end in sight, only a longest silence (the parent's heartbeat
+        # comes every STREAM_HEARTBEAT_S).
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=PIECE_LIST_TIMEOUT_S
         )
         self._session = aiohttp.ClientSession(
             headers=headers,
@@ -132,16 +152,49 @@ class ParentClient:
             async with self._session.get(url, timeout=timeout) as resp:
                 if resp.status != 200:
                     raise ParentError(f"status_{resp.status}", f"{url}: {resp.status}")
-                body = await resp.json()
-                return PieceList(
-                    int(body["size_bytes"]),
-                    int(body["piece_bytes"]),
-                    bool(body["complete"]),
-                    frozenset(int(i) for i in body["pieces"]),
-                    bool(body.get("seed", False)),
-                )
+                return _piece_list(await resp.json())
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             raise self._unreachable(parent, url, exc) from exc
+
+    async def stream_list(
+        self, parent: ParentInfo, task_id: str, on_list: Callable[[PieceList], None]
+    ) -> bool:
+        """Follow the parent's piece list as a stream (``peer.piece_server``), calling
+        ``on_list`` with the whole list so far at each change.
+
+        True: the stream ran until the parent said its list is complete. False: the
+        parent answered with a plain list instead (a seed, whose list changes with time;
+        a complete parent; a parent without streams), passed to ``on_list`` all the
+        same. Raises :class:`ParentError` when the parent cannot be read or the stream
+        ends early.
+        """
+        url = f"{parent.url(self._scheme)}/api/v1/tasks/{task_id}/pieces?stream=1"
+        try:
+            async with self._session.get(url, timeout=self._stream_timeout) as resp:
+                if resp.status != 200:
+                    raise ParentError(f"status_{resp.status}", f"{url}: {resp.status}")
+                if resp.content_type != STREAM_CONTENT_TYPE:
+                    on_list(_piece_list(await resp.json()))
+                    return False
+                listed: PieceList | None = None
+                async for line in resp.content:
+                    if not line.strip():
+                        continue  # the parent's heartbeat
+                    body = json.loads(line)
+                    if listed is None:
+                        listed = _piece_list(body)
+                    else:
+                        listed = dataclasses.replace(
+                            listed,
+                            complete=bool(body["complete"]),
+                            pieces=listed.pieces.union(int(i) for i in body["pieces"]),
+                        )
+                    on_list(listed)
+                    if listed.complete:
+                        return True
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+            raise self._unreachable(parent, url, exc) from exc
+        raise ParentError("stream_ended", f"{url}: the stream ended before the list was complete")
 
     async def fetch_piece(
         self,

@@ -1,24 +1,36 @@
 """Following the piece lists of a downloading peer's parents.
 
-One watcher per parent long-polls the parent's piece list (``peer.piece_server``): the
-parent answers as soon as it holds a piece more, so the conductor hears of new pieces at
-once instead of at its next poll, and a parent with nothing new costs one request per
-``LIST_WAIT_S`` instead of four a second. Bounds that keep it cheap:
+One watcher per parent follows the parent's piece list (``peer.piece_server``) as a
+stream: the parent sends a line each time it holds more pieces (at most one per
+``piece_server.STREAM_GAP_S``), so the conductor hears of new pieces at once, and each
+news costs a line on an open connection rather than an HTTP exchange (in the cluster
+benchmark, piece-list requests had been the largest single cost of a peer's CPU time). A
+Dragonfly peer follows its parents' pieces over a stream the same way.
+
+A parent that answers with a plain list instead is long-polled: the answer comes as
+soon as it holds a piece more, or after ``LIST_WAIT_S``. That is a seed, whose list
+changes with time as well as with its pieces (``peer.seed_offer``) and so answers at
+once, or a peer of an older version. Bounds that keep it cheap:
 
 - a watcher starts at most one request per ``LIST_GAP_S`` to its parent, however fast
   the parent gains pieces;
 - a complete parent's list cannot change, so its watcher stops after reading it once;
-- a seed's list changes with time as well as with its pieces (``peer.seed_offer``): it
-  answers at once, and is asked again every ``LIST_GAP_S``;
 - while the conductor's pipeline is full and it already knows of more pieces it could
   fetch than it has slots for (:meth:`ParentWatch.set_hungry` False), fresher lists
-  would change none of its choices, so no watcher asks again until it runs short. A long
-  poll already waiting stays.
+  would change none of its choices: no watcher polls again, and streamed news waits
+  until the conductor runs short instead of waking it. A long poll or stream already
+  open stays.
 
-A parent that cannot be reached is reported through :meth:`ParentWatch.take_unreachable`
-(the conductor decides whether to give up on it) and asked again after ``LIST_GAP_S``.
-A watcher stopped while its long poll waits lets the poll finish on its own
-(:meth:`ParentClient.linger`): cancelling it would close its connection.
+A parent that cannot be reached, or whose stream falls silent for longer than
+``parent_client.PIECE_LIST_TIMEOUT_S`` (a streaming parent sends an empty line every
+``piece_server.STREAM_HEARTBEAT_S``), is reported through
+:meth:`ParentWatch.take_unreachable` (the conductor decides whether to give up on it). A
+parent whose stream ends before its list is complete (its download failed, or it is
+shutting down) counts as holding nothing. Either way it is asked again after
+``LIST_GAP_S``. A watcher stopped while its long poll waits lets the
+poll finish on its own (:meth:`ParentClient.linger`): cancelling it would close its
+connection. A stream has no end to wait for, so stopping its watcher closes its
+connection.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 
-from peer.parent_client import ParentClient, ParentError
+from peer.parent_client import ParentClient, ParentError, PieceList
 from peer.scheduler_client import ParentInfo
 
 # How long a parent may hold a piece-list request open when it has nothing new.
@@ -74,10 +86,12 @@ class ParentWatch:
         self._task_id = task_id
         self.availability: dict[str, frozenset[int]] = {}
         self.seeds: set[str] = set()
+        self._complete: dict[str, bool] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._unreachable: list[str] = []
         self._change: asyncio.Future[None] | None = None
         self._dirty = False
+        self._stale = False  # a list changed while the conductor was not hungry
         self._hungry = asyncio.Event()
         self._hungry.set()
 
@@ -98,12 +112,17 @@ class ParentWatch:
         if watcher is not None:
             watcher.cancel()
         self.availability.pop(parent_id, None)
+        self._complete.pop(parent_id, None)
 
     def set_hungry(self, hungry: bool) -> None:
         """Whether the conductor wants fresher lists (it is running short of pieces to
-        ask for); while not, watchers send no new request."""
+        ask for); while not, watchers send no new request and list changes do not wake
+        it (:meth:`next_change`) until it is hungry again."""
         if hungry:
             self._hungry.set()
+            if self._stale:
+                self._stale = False
+                self._changed()
         else:
             self._hungry.clear()
 
@@ -137,17 +156,19 @@ class ParentWatch:
     async def _watch(self, parent: ParentInfo) -> None:
         parent_id = parent.peer_id
         known: int | None = None
+        streams = True  # until the parent answers a stream request with a plain list
         while True:
             started = time.monotonic()
-            request = asyncio.ensure_future(
-                self._client.piece_list(parent, self._task_id, known, LIST_WAIT_S)
-            )
             try:
-                listed = await asyncio.shield(request)
-            except asyncio.CancelledError:
-                if not request.done():
-                    self._client.linger(request)  # keeps its connection (see linger)
-                raise
+                if streams:
+                    if await self._client.stream_list(
+                        parent, self._task_id, lambda listed: self._listed(parent_id, listed)
+                    ):
+                        return  # streamed until complete
+                    streams = False
+                    listed = None
+                else:
+                    listed = await self._poll(parent, known)
             except ParentError as exc:
                 known = None
                 unreachable = exc.reason == "unreachable"
@@ -157,13 +178,34 @@ class ParentWatch:
                     self._changed()
                 self.availability[parent_id] = frozenset()
             else:
-                if listed.pieces != self.availability.get(parent_id):
-                    self.availability[parent_id] = listed.pieces
-                    self._changed()
-                if listed.seed:
-                    self.seeds.add(parent_id)
-                elif listed.complete:
+                if listed is not None:
+                    self._listed(parent_id, listed)
+                pieces = self.availability.get(parent_id, frozenset())
+                if parent_id not in self.seeds and self._complete.get(parent_id):
                     return  # its list cannot change any more
-                known = len(listed.pieces)
+                known = len(pieces)
             await asyncio.sleep(max(0.0, started + LIST_GAP_S - time.monotonic()))
             await self._hungry.wait()
+
+    async def _poll(self, parent: ParentInfo, known: int | None) -> PieceList:
+        request = asyncio.ensure_future(
+            self._client.piece_list(parent, self._task_id, known, LIST_WAIT_S)
+        )
+        try:
+            return await asyncio.shield(request)
+        except asyncio.CancelledError:
+            if not request.done():
+                self._client.linger(request)  # keeps its connection (see linger)
+            raise
+
+    def _listed(self, parent_id: str, listed: PieceList) -> None:
+        """A parent's piece list, read or streamed."""
+        if listed.pieces != self.availability.get(parent_id):
+            self.availability[parent_id] = listed.pieces
+            if self._hungry.is_set():
+                self._changed()
+            else:
+                self._stale = True  # the conductor has enough to do: tell it when hungry
+        if listed.seed:
+            self.seeds.add(parent_id)
+        self._complete[parent_id] = listed.complete

@@ -1,18 +1,20 @@
 """The piece server: other peers fetch pieces of the blobs this peer holds.
 
 ``GET /api/v1/tasks/<digest>/pieces`` lists the pieces present. A child follows it while
-this peer is still downloading by long polling: with ``?known=K&wait=S`` the answer
-waits until this peer holds other than ``K`` pieces (or finished, or is closing), at
-most ``S`` seconds, so the child hears of a new piece at once without asking four times
-a second. A seed's list depends on time as well (``peer.seed_offer``): it answers at
-once. ``GET /api/v1/tasks/<digest>/pieces/<n>`` sends one
-piece with ``sendfile`` straight from the task or blob file, with its digest in
-``X-Piece-Digest``. Only recorded pieces are ever offered. Uploads are bounded in
-number (a full server answers 503 at once, so the child asks another parent) and,
-optionally, in rate. With a cluster token configured every piece request must carry it.
-A peer shutting down answers every piece and piece-list request with 503 while the
-uploads already under way finish (:meth:`UploadLimiter.close`).
-A seed peer lists and serves a piece only when ``peer.seed_offer`` allows: not while it
+this peer is still downloading with ``?stream=1``: one response that goes on, a line of
+JSON per change (``_stream_list``). Or by long polling: with ``?known=K&wait=S`` the
+answer waits until this peer holds other than ``K`` pieces (or finished, or is closing),
+at most ``S`` seconds. Either way the child hears of a new piece at once without asking
+four times a second. A seed's list depends on time as well (``peer.seed_offer``): it
+answers at once, with a plain list even when asked for a stream.
+
+``GET /api/v1/tasks/<digest>/pieces/<n>`` sends one piece with ``sendfile`` straight
+from the task or blob file, with its digest in ``X-Piece-Digest``. Only recorded
+pieces are ever offered. Uploads are bounded in number (a full server answers 503 at
+once, so the child asks another parent) and, optionally, in rate. With a cluster token
+configured every piece request must carry it. A peer shutting down answers every piece
+and piece-list request with 503 while the uploads already under way finish
+(:meth:`UploadLimiter.close`), and ends its piece-list streams. A seed peer lists and serves a piece only when ``peer.seed_offer`` allows: not while it
 sends that piece to someone else, nor just after, so its upload goes to new pieces.
 
 ``/metrics`` (Prometheus) and ``/healthz`` need no token: the piece server is the port
@@ -31,6 +33,7 @@ import asyncio
 import contextlib
 import hmac
 import io
+import json
 import logging
 import os
 import time
@@ -40,9 +43,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from peer.engine import Engine
+from peer.parent_client import STREAM_CONTENT_TYPE
 from peer.pieces import PieceLayout
 from peer.scheduler_client import SchedulerClient, SchedulerRejected, SchedulerUnavailable
 from peer.seed_offer import SeedOffer, SeedOffers
+from peer.task import TaskState
 from registry_proxy.errors import ProtocolError
 from registry_proxy.reference import parse_digest
 
@@ -52,6 +57,12 @@ RATE_CHUNK_BYTES = 256 * 1024
 # The longest a piece list may be held for a long poll: a child's list timeout is the
 # wait it asked for plus a few seconds, so a frozen parent is still noticed in time.
 MAX_LIST_WAIT_S = 10.0
+# A streamed piece list (``?stream=1``, see ``_stream_list``): the least time between two
+# lines, and the longest without one. Each line costs a few hundred microseconds of
+# Python on both peers where an HTTP exchange costs milliseconds, so lines can come
+# oftener than long polls did; the heartbeat stays well inside the child's read timeout.
+STREAM_GAP_S = 0.25
+STREAM_HEARTBEAT_S = 2.0
 PIECE_ENGINE_KEY = web.AppKey("piece_engine", Engine)
 
 
@@ -147,13 +158,21 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
                 text='{"error": "this peer is shutting down"}', content_type="application/json"
             )
 
-    async def piece_list(request: web.Request) -> web.Response:
+    async def piece_list(request: web.Request) -> web.StreamResponse:
         authorize(request)
         refuse_when_closing()
         digest = str(parse_digest(request.match_info["digest"]))
         known, wait_s = _long_poll(request)
         held = _held(engine, digest)
         running = engine.running(digest)
+        if (
+            request.query.get("stream") == "1"
+            and held is not None
+            and not held[2]
+            and seed_offers is None
+            and running is not None
+        ):
+            return await _stream_list(request, engine, digest, held, lambda: limiter.closed)
         if (
             held is not None
             and known == len(held[1])
@@ -239,6 +258,65 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
+
+
+async def _stream_list(
+    request: web.Request,
+    engine: Engine,
+    digest: str,
+    held: tuple[PieceLayout, list[int], bool],
+    closing: Callable[[], bool],
+) -> web.StreamResponse:
+    """Follow a running task's piece list as newline-delimited JSON, one line per change.
+
+    The first line is the whole list (as a plain answer has it); each later line holds
+    only the pieces added since, and ``complete``. A line goes out at most every
+    ``STREAM_GAP_S``, and an empty line after ``STREAM_HEARTBEAT_S`` without news, so
+    the child can tell a quiet parent from a frozen one. The stream ends after the line
+    that says ``complete``; it ends without one when the task is gone (failed, evicted)
+    or this peer is closing, and the child then asks again the plain way.
+    """
+    response = web.StreamResponse(headers={"Content-Type": STREAM_CONTENT_TYPE})
+    layout, pieces, complete = held
+    sent = set(pieces)
+    first = {
+        "size_bytes": layout.total_bytes,
+        "piece_bytes": layout.piece_bytes,
+        "complete": complete,
+        "pieces": pieces,
+        "seed": False,
+    }
+    try:
+        await response.prepare(request)
+        await response.write(_json_line(first))
+        while not complete:
+            written_at = time.monotonic()
+            task = engine.running(digest)
+            if task is not None:
+                await task.wait_for_change(len(sent), STREAM_HEARTBEAT_S, closing)
+            if closing() or (task is not None and task.state is TaskState.FAILED):
+                break
+            now = time.monotonic()
+            if now - written_at < STREAM_GAP_S:
+                await asyncio.sleep(written_at + STREAM_GAP_S - now)
+            current = _held(engine, digest)
+            if current is None:
+                break  # the task is gone: the child asks again and hears so
+            _, pieces, complete = current
+            added = [index for index in pieces if index not in sent]
+            sent.update(added)
+            if added or complete:
+                await response.write(_json_line({"pieces": added, "complete": complete}))
+            else:
+                await response.write(b"\n")
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the child went away (dropped this parent, or finished): nothing to tell
+    return response
+
+
+def _json_line(body: dict[str, object]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
 
 async def _refresh_spread(scheduler: SchedulerClient, digest: str, offer: SeedOffer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -16,3 +17,12 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s:.1f} s waiting for {what}")
         time.sleep(POLL_INTERVAL_S)
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """:func:`wait_until` on the event loop, for state only the loop may touch."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.1f} s waiting for {what}")
+        await asyncio.sleep(POLL_INTERVAL_S)

@@ -1,10 +1,12 @@
-"""Piece lists are long-polled: a child hears of a parent's new piece at once, and a
-parent with nothing new is not asked over and over (``peer.parent_watch``)."""
+"""Piece lists are streamed, or long-polled from a parent that answers a plain list: a
+child hears of a parent's new piece at once, and a parent with nothing new is not asked
+over and over (``peer.parent_watch``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,15 +19,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from peer.daemon import PeerDaemon
-from peer.parent_client import ParentClient
-from peer.parent_watch import LIST_WAIT_S, ParentWatch
-from peer.piece_server import MAX_LIST_WAIT_S
+from peer.parent_client import PIECE_LIST_TIMEOUT_S, STREAM_CONTENT_TYPE, ParentClient
+from peer.parent_watch import LIST_GAP_S, LIST_WAIT_S, ParentWatch
+from peer.piece_server import MAX_LIST_WAIT_S, STREAM_HEARTBEAT_S
 from peer.pieces import MiB
 from peer.scheduler_client import ParentInfo
 from tests.integration.swarm.conftest import TOKEN, SwarmFactory
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import push_image_async
-from tests.support.polling import wait_until
+from tests.support.polling import until, wait_until
 from tests.support.registry import RegistryProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -118,8 +120,182 @@ async def test_closing_answers_a_waiting_piece_list_at_once(half: _HalfDone) -> 
     assert took_s < 5
 
 
+async def _line(resp: aiohttp.ClientResponse) -> tuple[bytes, float]:
+    started = time.monotonic()
+    line = await asyncio.wait_for(resp.content.readline(), STREAM_HEARTBEAT_S + 5)
+    return line, time.monotonic() - started
+
+
+async def test_a_stream_sends_the_list_then_each_change_and_ends_complete(
+    half: _HalfDone, counting_proxy: CountingProxy
+) -> None:
+    session = half.session
+    async with session.get(half.pieces_url, params={"stream": "1"}) as resp:
+        assert resp.status == 200 and resp.content_type == STREAM_CONTENT_TYPE
+        first, _ = await _line(resp)
+        body = json.loads(first)
+        assert body["pieces"] == [0] and not body["complete"] and not body["seed"]
+        assert body["size_bytes"] == 4 * MiB and body["piece_bytes"] == MiB
+        # Nothing new while the registry stalls: a heartbeat (an empty line) instead.
+        line, waited_s = await _line(resp)
+        assert line == b"\n" and waited_s >= STREAM_HEARTBEAT_S / 2
+        counting_proxy.stall_after_blob_bytes = None
+        counting_proxy.release_stalls()
+        # Then the pieces as they come, each once, until the line that says complete.
+        seen = [0]
+        while True:
+            line, _ = await _line(resp)
+            if line == b"\n":
+                continue
+            body = json.loads(line)
+            assert set(body) == {"pieces", "complete"}
+            seen += body["pieces"]
+            if body["complete"]:
+                break
+        assert sorted(seen) == [0, 1, 2, 3]
+        assert await resp.content.read() == b""  # and the stream ends there
+    # Asked again, the complete blob answers with a plain list: nothing will change.
+    async with session.get(half.pieces_url, params={"stream": "1"}) as resp:
+        assert resp.content_type == "application/json"
+        body = await resp.json()
+        assert body["pieces"] == [0, 1, 2, 3] and body["complete"]
+
+
+async def test_closing_ends_a_stream_without_complete(half: _HalfDone) -> None:
+    async with half.session.get(half.pieces_url, params={"stream": "1"}) as resp:
+        first, _ = await _line(resp)
+        assert json.loads(first)["pieces"] == [0]
+        stopping = asyncio.create_task(half.peer.stop())
+        rest = await asyncio.wait_for(resp.content.read(), 10)
+        # At most heartbeats came before the end: never a line saying complete.
+        assert rest.strip() == b""
+    await stopping
+
+
+async def test_a_watch_follows_a_real_stream_to_the_end(
+    half: _HalfDone, counting_proxy: CountingProxy
+) -> None:
+    peer = half.peer
+    info = ParentInfo("half", "half-host", "127.0.0.1", peer.piece_port, 1.0)
+    client = ParentClient(TOKEN, 2.0, 10.0)
+    watch = ParentWatch(client, half.pieces_url.split("/")[-2])
+    try:
+        watch.follow([info])
+        while watch.availability != {"half": {0}}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        counting_proxy.stall_after_blob_bytes = None
+        counting_proxy.release_stalls()
+        while watch.availability != {"half": {0, 1, 2, 3}}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        assert watch.take_unreachable() == [] and "half" not in watch.seeds
+    finally:
+        await watch.close()
+        await client.close()
+
+
+class _StreamingParent:
+    """A piece server that streams piece lists from a script: each queued item is a line
+    (None ends the stream), and records each request's query."""
+
+    def __init__(self) -> None:
+        self.lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queries: list[dict[str, str]] = []
+
+    def send(self, pieces: list[int], complete: bool = False, first: bool = False) -> None:
+        body: dict[str, Any] = {"pieces": pieces, "complete": complete}
+        if first:
+            body.update(size_bytes=4, piece_bytes=1, seed=False)
+        self.lines.put_nowait(json.dumps(body).encode() + b"\n")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.queries.append(dict(request.query))
+        response = web.StreamResponse(headers={"Content-Type": STREAM_CONTENT_TYPE})
+        await response.prepare(request)
+        while (line := await self.lines.get()) is not None:
+            await response.write(line)
+        await response.write_eof()
+        return response
+
+
+async def _stream_served(parent: _StreamingParent) -> tuple[TestServer, ParentInfo]:
+    app = web.Application()
+    app.router.add_get("/api/v1/tasks/{digest}/pieces", parent.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server, ParentInfo("parent", "parent-host", "127.0.0.1", server.port or 0, 1.0)
+
+
+async def test_streamed_news_waits_while_the_conductor_is_sated(watch: ParentWatch) -> None:
+    parent = _StreamingParent()
+    server, info = await _stream_served(parent)
+    try:
+        parent.send([0], first=True)
+        watch.follow([info])
+        while watch.availability != {"parent": {0}}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        watch.set_hungry(False)
+        change = watch.next_change()
+        parent.send([1, 2])
+        await until(lambda: watch.availability == {"parent": {0, 1, 2}}, 5, "the news")
+        assert not change.done()  # the news is kept, not woken for
+        watch.set_hungry(True)
+        await asyncio.wait_for(change, 1)
+        parent.send([3], complete=True)
+        while watch.availability != {"parent": {0, 1, 2, 3}}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        assert parent.queries == [{"stream": "1"}]  # one request carried it all
+    finally:
+        parent.lines.put_nowait(None)
+        await watch.close()
+        await server.close()
+
+
+async def test_a_stream_ended_early_empties_the_list_and_is_asked_again(
+    watch: ParentWatch,
+) -> None:
+    parent = _StreamingParent()
+    server, info = await _stream_served(parent)
+    try:
+        parent.send([0, 1], first=True)
+        watch.follow([info])
+        while watch.availability != {"parent": {0, 1}}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        parent.lines.put_nowait(None)  # the parent's download failed, say
+        while watch.availability != {"parent": frozenset()}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        assert watch.take_unreachable() == []  # it answered: not unreachable
+        parent.send([0], first=True)  # the second stream
+        while watch.availability != {"parent": {0}}:
+            await asyncio.wait_for(watch.next_change(), LIST_GAP_S + 5)
+        assert parent.queries == [{"stream": "1"}, {"stream": "1"}]
+    finally:
+        parent.lines.put_nowait(None)
+        await watch.close()
+        await server.close()
+
+
+async def test_a_stream_gone_silent_counts_as_unreachable(watch: ParentWatch) -> None:
+    parent = _StreamingParent()
+    server, info = await _stream_served(parent)
+    try:
+        parent.send([0], first=True)  # and then not even a heartbeat: frozen
+        watch.follow([info])
+        while watch.availability != {"parent": {0}}:
+            await asyncio.wait_for(watch.next_change(), 5)
+        started = time.monotonic()
+        await asyncio.wait_for(watch.next_change(), PIECE_LIST_TIMEOUT_S + 5)
+        assert time.monotonic() - started >= PIECE_LIST_TIMEOUT_S / 2
+        assert watch.availability == {"parent": frozenset()}
+        assert watch.take_unreachable() == ["parent"]
+    finally:
+        parent.lines.put_nowait(None)
+        await watch.close()
+        await server.close()
+
+
 class _FakeParent:
-    """A piece server that answers piece lists from a script and records the queries."""
+    """A piece server that answers piece lists from a script and records the queries. It
+    answers plain lists, also when asked for a stream, as a seed or an older peer does."""
 
     def __init__(self, complete: bool = False, seed: bool = False) -> None:
         self.complete = complete
@@ -239,11 +415,13 @@ async def test_a_sated_watch_asks_again_only_once_hungry(
         watch.set_hungry(False)  # the conductor has more to fetch than slots
         watch.follow([info])
         clock_watch.follow([seed_info])  # hungry: asks the seed once per gap
-        while watch.availability != {"parent": {0}}:
-            await asyncio.wait_for(watch.next_change(), 5)
+        change = watch.next_change()
+        await until(lambda: watch.availability == {"parent": {0}}, 5, "the first list")
         await seed.asked(len(seed.queries) + 2)  # two more gaps have passed
         assert len(growing.queries) == 1
+        assert not change.done()  # sated, the conductor is not woken for the news
         watch.set_hungry(True)
+        await asyncio.wait_for(change, 1)
         await asyncio.wait_for(growing.holding.wait(), 5)
         assert growing.queries[1] == {"known": "1", "wait": f"{LIST_WAIT_S:g}"}
 
