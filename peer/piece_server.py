@@ -14,8 +14,9 @@ pieces are ever offered. Uploads are bounded in number (a full server answers 50
 once, so the child asks another parent) and, optionally, in rate. With a cluster token
 configured every piece request must carry it. A peer shutting down answers every piece
 and piece-list request with 503 while the uploads already under way finish
-(:meth:`UploadLimiter.close`), and ends its piece-list streams. A seed peer lists and serves a piece only when ``peer.seed_offer`` allows: not while it
-sends that piece to someone else, nor just after, so its upload goes to new pieces.
+(:meth:`UploadLimiter.close`), and ends its piece-list streams. A seed peer lists and
+serves a piece only when ``peer.seed_offer`` allows: not while it sends that piece to
+someone else, nor just after, so its upload goes to new pieces.
 
 ``/metrics`` (Prometheus) and ``/healthz`` need no token: the piece server is the port
 other machines reach, so it is where Prometheus scrapes a peer whose registry mirror
