@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from peer.piece_hasher import SpanHasher
 from peer.scheduler_client import ParentInfo
 
 PIECE_READ_BYTES = 1024 * 1024
+# See _ReadLowWater.
+READ_LOW_WATER_BYTES = 128 * 1024
 # The longest a piece list may take, and the longest a piece request may go without a
 # byte (the headers, then between reads), before the parent counts as unreachable. A
 # rate-capped parent pauses between chunks, but for well under a second; 5 s leaves room
@@ -65,6 +68,50 @@ class PieceList:
     complete: bool
     pieces: frozenset[int]
     seed: bool = False
+
+
+class _ReadLowWater:
+    """Wake the event loop for a piece body only once ``READ_LOW_WATER_BYTES`` are there.
+
+    A parent's piece arrives a few segments at a time, and the event loop reads whatever
+    has come each time the socket turns readable: 23 KiB per read on average in the
+    cluster benchmark, each read costing a round of Python (the HTTP parser's callbacks,
+    the stream's buffer, waking this task). ``SO_RCVLOWAT`` has the kernel report the
+    socket readable only once that much is queued (or the peer closed it). It is set
+    only while at least that much of the body is still to come, and back to 1 (the
+    default) for the tail, so the last bytes are never held back, and it is 1 again
+    before the connection can go back to the pool for other requests. Plain TCP only:
+    under TLS, bytes already read but not yet decrypted would make "still to come" an
+    overcount.
+    """
+
+    __slots__ = ("_content", "_low", "_size", "_sock")
+
+    def __init__(self, resp: aiohttp.ClientResponse, size: int) -> None:
+        connection = resp.connection
+        transport = connection.transport if connection is not None else None
+        self._sock = transport.get_extra_info("socket") if transport is not None else None
+        self._content = resp.content
+        self._size = size
+        self._low = 1
+        self.update()
+
+    def update(self) -> None:
+        """Set the mark from how much of the body has not been read from the socket."""
+        to_come = self._size - self._content.total_bytes
+        self._set(READ_LOW_WATER_BYTES if to_come >= READ_LOW_WATER_BYTES else 1)
+
+    def reset(self) -> None:
+        self._set(1)
+
+    def _set(self, low: int) -> None:
+        if low != self._low and self._sock is not None:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low)
+            except OSError:
+                self._sock = None  # a closed socket, say: the reads just stay small
+                return
+            self._low = low
 
 
 def _piece_list(body: Any) -> PieceList:
@@ -220,15 +267,22 @@ class ParentClient:
                 position = offset
                 batch: list[bytes] = []
                 batched = 0
-                async for chunk, _ in resp.content.iter_chunks():  # no joining copy
-                    if position + batched + len(chunk) > offset + size:
-                        raise ParentError("too_long", f"{url}: more than {size} bytes")
-                    batch.append(chunk)
-                    batched += len(chunk)
-                    if batched >= PIECE_READ_BYTES:
-                        await asyncio.to_thread(write_chunks, fd, batch, position, hasher)
-                        position += batched
-                        batch, batched = [], 0
+                low_water = _ReadLowWater(resp, size) if self._scheme == "http" else None
+                try:
+                    async for chunk, _ in resp.content.iter_chunks():  # no joining copy
+                        if low_water is not None:
+                            low_water.update()
+                        if position + batched + len(chunk) > offset + size:
+                            raise ParentError("too_long", f"{url}: more than {size} bytes")
+                        batch.append(chunk)
+                        batched += len(chunk)
+                        if batched >= PIECE_READ_BYTES:
+                            await asyncio.to_thread(write_chunks, fd, batch, position, hasher)
+                            position += batched
+                            batch, batched = [], 0
+                finally:
+                    if low_water is not None:
+                        low_water.reset()
                 if batch:
                     await asyncio.to_thread(write_chunks, fd, batch, position, hasher)
                     position += batched
