@@ -24,6 +24,8 @@ TASK_RESULTS = ("complete", "failed")
 # "busy", which only backs off, plus "corrupt" (a piece failed its digest). A
 # status_<code> reason appears when a parent answers with an unexpected status.
 PARENT_FAILURE_REASONS = ("unreachable", "short", "too_long", "local_write", "corrupt")
+# How a piece-list request was answered (peer.piece_server).
+PIECE_LIST_FORMS = ("stream", "long_poll", "at_once")
 
 
 class PeerMetrics:
@@ -111,6 +113,13 @@ class PeerMetrics:
             "Piece requests refused because every upload slot was busy.",
             registry=r,
         )
+        self.piece_lists = Counter(
+            "p2p_peer_piece_lists",
+            "Piece-list requests from children, by how they were answered: a stream "
+            "(a line per change), a long poll, or at once.",
+            ["form"],
+            registry=r,
+        )
         self.parent_failures = Counter(
             "p2p_peer_parent_failures",
             "Parents this peer gave up on (and blocked at the scheduler), by reason.",
@@ -136,3 +145,5 @@ class PeerMetrics:
             self.task_results.labels(result)
         for reason in PARENT_FAILURE_REASONS:
             self.parent_failures.labels(reason)
+        for form in PIECE_LIST_FORMS:
+            self.piece_lists.labels(form)

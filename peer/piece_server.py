@@ -173,6 +173,7 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
             and seed_offers is None
             and running is not None
         ):
+            metrics.piece_lists.labels("stream").inc()
             return await _stream_list(request, engine, digest, held, lambda: limiter.closed)
         if (
             held is not None
@@ -181,9 +182,12 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
             and seed_offers is None
             and running is not None
         ):
+            metrics.piece_lists.labels("long_poll").inc()
             await running.wait_for_change(known, wait_s, lambda: limiter.closed)
             refuse_when_closing()
             held = _held(engine, digest)
+        else:
+            metrics.piece_lists.labels("at_once").inc()
         if held is None:
             raise web.HTTPNotFound(
                 text='{"error": "no such task here"}', content_type="application/json"

@@ -72,7 +72,15 @@ async def test_swarm_pull_serves_each_blob_about_once_from_the_registry(
     from_peers = sum(_sample(p, "peer") + _sample(p, "seed") for p in peers)
     from_origin = sum(_sample(p, "origin") for p in peers)
     assert from_peers >= 0.8 * (from_peers + from_origin), (from_peers, from_origin)
+    # Children followed downloading parents' piece lists over streams, and never fell
+    # back to long polls (only a seed's list or a complete one is answered at once).
+    lists = {
+        form: sum(p.metrics.piece_lists.labels(form)._value.get() for p in [seed, *peers])
+        for form in ("stream", "long_poll", "at_once")
+    }
+    assert lists["stream"] > 0 and lists["long_poll"] == 0, lists
     print(
         f"registry {registry_bytes}, image {image.total_blob_bytes}, "
-        f"peers got {from_peers:.0f} from peers and {from_origin:.0f} from the origin"
+        f"peers got {from_peers:.0f} from peers and {from_origin:.0f} from the origin, "
+        f"piece lists {lists}"
     )
