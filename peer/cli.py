@@ -11,6 +11,7 @@ from pathlib import Path
 
 from peer.config import ConfigError, PeerConfig, load_config
 from peer.daemon import run
+from peer.malloc_tuning import keep_freed_memory
 
 _EPILOG = """\
 Point containerd at the mirror with a hosts.toml per registry, for example
@@ -149,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    keep_freed_memory()
     try:
         asyncio.run(run(config))
     except OSError as exc:
