@@ -27,10 +27,9 @@ A parent that cannot be reached, or whose stream falls silent for longer than
 :meth:`ParentWatch.take_unreachable` (the conductor decides whether to give up on it). A
 parent whose stream ends before its list is complete (its download failed, or it is
 shutting down) counts as holding nothing. Either way it is asked again after
-``LIST_GAP_S``. A watcher stopped while its long poll waits lets the
-poll finish on its own (:meth:`ParentClient.linger`): cancelling it would close its
-connection. A stream has no end to wait for, so stopping its watcher closes its
-connection.
+``LIST_GAP_S``. A watcher stopped while its long poll waits lets the poll finish on its
+own (:meth:`ParentClient.linger`): cancelling it would close its connection. A stream
+has no end to wait for, so stopping its watcher closes its connection.
 """
 
 from __future__ import annotations
