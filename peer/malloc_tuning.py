@@ -16,7 +16,6 @@ Only glibc has ``mallopt``; elsewhere (musl, macOS) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -30,11 +29,8 @@ TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds (see the module doc); False where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)

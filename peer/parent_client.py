@@ -205,15 +205,14 @@ class ParentClient:
 
     async def stream_list(
         self, parent: ParentInfo, task_id: str, on_list: Callable[[PieceList], None]
-    ) -> bool:
+    ) -> PieceList | None:
         """Follow the parent's piece list as a stream (``peer.piece_server``), calling
         ``on_list`` with the whole list so far at each change.
 
-        True: the stream ran until the parent said its list is complete. False: the
+        None: the stream ran until the parent said its list is complete. A list: the
         parent answered with a plain list instead (a seed, whose list changes with time;
-        a complete parent; a parent without streams), passed to ``on_list`` all the
-        same. Raises :class:`ParentError` when the parent cannot be read or the stream
-        ends early.
+        a complete parent; a parent without streams). Raises :class:`ParentError` when
+        the parent cannot be read or the stream ends early.
         """
         url = f"{parent.url(self._scheme)}/api/v1/tasks/{task_id}/pieces?stream=1"
         try:
@@ -221,8 +220,7 @@ class ParentClient:
                 if resp.status != 200:
                     raise ParentError(f"status_{resp.status}", f"{url}: {resp.status}")
                 if resp.content_type != STREAM_CONTENT_TYPE:
-                    on_list(_piece_list(await resp.json()))
-                    return False
+                    return _piece_list(await resp.json())
                 listed: PieceList | None = None
                 async for line in resp.content:
                     if not line.strip():
@@ -238,7 +236,7 @@ class ParentClient:
                         )
                     on_list(listed)
                     if listed.complete:
-                        return True
+                        return None
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             raise self._unreachable(parent, url, exc) from exc
         raise ParentError("stream_ended", f"{url}: the stream ended before the list was complete")

@@ -85,7 +85,6 @@ class ParentWatch:
         self._task_id = task_id
         self.availability: dict[str, frozenset[int]] = {}
         self.seeds: set[str] = set()
-        self._complete: dict[str, bool] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._unreachable: list[str] = []
         self._change: asyncio.Future[None] | None = None
@@ -111,7 +110,6 @@ class ParentWatch:
         if watcher is not None:
             watcher.cancel()
         self.availability.pop(parent_id, None)
-        self._complete.pop(parent_id, None)
 
     def set_hungry(self, hungry: bool) -> None:
         """Whether the conductor wants fresher lists (it is running short of pieces to
@@ -160,12 +158,13 @@ class ParentWatch:
             started = time.monotonic()
             try:
                 if streams:
-                    if await self._client.stream_list(
+                    answer = await self._client.stream_list(
                         parent, self._task_id, lambda listed: self._listed(parent_id, listed)
-                    ):
+                    )
+                    if answer is None:
                         return  # streamed until complete
                     streams = False
-                    listed = None
+                    listed = answer
                 else:
                     listed = await self._poll(parent, known)
             except ParentError as exc:
@@ -177,12 +176,10 @@ class ParentWatch:
                     self._changed()
                 self.availability[parent_id] = frozenset()
             else:
-                if listed is not None:
-                    self._listed(parent_id, listed)
-                pieces = self.availability.get(parent_id, frozenset())
-                if parent_id not in self.seeds and self._complete.get(parent_id):
+                self._listed(parent_id, listed)
+                if listed.complete and not listed.seed:
                     return  # its list cannot change any more
-                known = len(pieces)
+                known = len(listed.pieces)
             await asyncio.sleep(max(0.0, started + LIST_GAP_S - time.monotonic()))
             await self._hungry.wait()
 
@@ -207,4 +204,3 @@ class ParentWatch:
                 self._stale = True  # the conductor has enough to do: tell it when hungry
         if listed.seed:
             self.seeds.add(parent_id)
-        self._complete[parent_id] = listed.complete

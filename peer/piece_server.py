@@ -196,15 +196,7 @@ def create_piece_app(engine: Engine, token: str | None, limiter: UploadLimiter) 
         if seed_offers is not None:
             now = time.monotonic()
             pieces = offer_for(digest, now).offered(pieces, now)
-        return web.json_response(
-            {
-                "size_bytes": layout.total_bytes,
-                "piece_bytes": layout.piece_bytes,
-                "complete": complete,
-                "pieces": pieces,
-                "seed": engine.config.seed,
-            }
-        )
+        return web.json_response(_list_body(layout, pieces, complete, engine.config.seed))
 
     async def piece(request: web.Request) -> web.StreamResponse:
         authorize(request)
@@ -284,16 +276,9 @@ async def _stream_list(
     response = web.StreamResponse(headers={"Content-Type": STREAM_CONTENT_TYPE})
     layout, pieces, complete = held
     sent = set(pieces)
-    first = {
-        "size_bytes": layout.total_bytes,
-        "piece_bytes": layout.piece_bytes,
-        "complete": complete,
-        "pieces": pieces,
-        "seed": False,
-    }
     try:
         await response.prepare(request)
-        await response.write(_json_line(first))
+        await response.write(_json_line(_list_body(layout, pieces, complete, seed=False)))
         while not complete:
             written_at = time.monotonic()
             task = engine.running(digest)
@@ -318,6 +303,19 @@ async def _stream_list(
     except ConnectionError:
         pass  # the child went away (dropped this parent, or finished): nothing to tell
     return response
+
+
+def _list_body(
+    layout: PieceLayout, pieces: list[int], complete: bool, seed: bool
+) -> dict[str, object]:
+    """A piece list as a plain answer and a stream's first line carry it."""
+    return {
+        "size_bytes": layout.total_bytes,
+        "piece_bytes": layout.piece_bytes,
+        "complete": complete,
+        "pieces": pieces,
+        "seed": seed,
+    }
 
 
 def _json_line(body: dict[str, object]) -> bytes:
