@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 
 from peer.backsource import OriginSupplier, PieceTransfer
@@ -27,7 +27,7 @@ from peer.metrics import PeerMetrics
 from peer.parent_client import ParentClient, ParentError
 from peer.parent_watch import ParentWatch, wants_fresher_lists
 from peer.piece_hasher import SpanHasher
-from peer.piece_picker import pick_pieces
+from peer.piece_picker import pick_pieces, stripe_blocks, within_stripe
 from peer.reporter import TransferReporter
 from peer.scheduler_client import (
     Decision,
@@ -75,6 +75,9 @@ class _Swarm:
     parents: dict[str, ParentInfo] = field(default_factory=dict)
     digests: dict[int, str] = field(default_factory=dict)
     busy_until: dict[str, float] = field(default_factory=dict)
+    # The latest decision's stripe and its parents in other racks (peer.piece_picker).
+    stripe: tuple[int, int] | None = None
+    striped: frozenset[str] = frozenset()
 
 
 class SwarmSupplier:
@@ -187,21 +190,18 @@ class SwarmSupplier:
                 missing = [
                     i for i in task.missing_pieces() if i not in fetches and i in swarm.digests
                 ]
-                available = {
+                listed = {
                     parent_id: pieces
                     for parent_id, pieces in watch.availability.items()
                     if swarm.busy_until.get(parent_id, 0.0) <= now
                 }
-                picks = pick_pieces(
-                    missing,
-                    available,
-                    load,
-                    slots=self._in_flight - len(fetches),
-                    max_per_parent=MAX_PER_PARENT,
-                    window=2 * self._in_flight,
-                    rng=self._rng,
-                    seeds=watch.seeds,
-                )
+                available = within_stripe(listed, swarm.striped, swarm.stripe)
+                picks = self._pick(missing, available, load, len(fetches), watch.seeds)
+                if stripe_blocks(swarm.stripe, picks, len(fetches)):
+                    available = listed
+                    picks = self._pick(missing, available, load, len(fetches), watch.seeds)
+                    if picks:
+                        self._metrics.stripe_fallbacks.inc()
                 watch.set_hungry(
                     wants_fresher_lists(
                         len(fetches) + len(picks), self._in_flight, missing, available, picks
@@ -264,8 +264,29 @@ class SwarmSupplier:
             await asyncio.gather(*fetches.values(), return_exceptions=True)
             await watch.close()
 
+    def _pick(
+        self,
+        missing: list[int],
+        available: Mapping[str, Set[int]],
+        load: Mapping[str, int],
+        in_flight: int,
+        seeds: Set[str],
+    ) -> list[tuple[int, str]]:
+        return pick_pieces(
+            missing,
+            available,
+            load,
+            slots=self._in_flight - in_flight,
+            max_per_parent=MAX_PER_PARENT,
+            window=2 * self._in_flight,
+            rng=self._rng,
+            seeds=seeds,
+        )
+
     def _adopt(self, swarm: _Swarm, decision: UseParents) -> None:
         swarm.parents = {p.peer_id: p for p in decision.parents}
+        swarm.stripe = decision.stripe
+        swarm.striped = frozenset(p.peer_id for p in decision.parents if p.other_rack)
         swarm.digests.update(decision.piece_digests)
         swarm.watch.follow(decision.parents)
 
@@ -295,6 +316,8 @@ class SwarmSupplier:
         # Counted before recording: once recorded, a client may already have every byte.
         source = "seed" if parent.peer_id in swarm.watch.seeds else "peer"
         self._metrics.download_bytes.labels(source).inc(layout.size(index))
+        if parent.other_rack:
+            self._metrics.other_rack_bytes.inc(layout.size(index))
         self._metrics.piece_cost.labels(source).observe(cost_s)
         digest = await task.record_piece(
             index, swarm.digests[index], hasher.digests[index], hasher.kept.pop(index, None)

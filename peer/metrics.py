@@ -113,6 +113,20 @@ class PeerMetrics:
             "Piece requests refused because every upload slot was busy.",
             registry=r,
         )
+        self.other_rack_bytes = Counter(
+            "p2p_peer_other_rack_bytes",
+            "Blob bytes from normal peers in other racks than this host's (the scheduler "
+            "marks them; seed peers are in none). Against download_bytes{source=peer}: "
+            "the share that crossed rack uplinks.",
+            registry=r,
+        )
+        self.stripe_fallbacks = Counter(
+            "p2p_peer_stripe_fallbacks",
+            "Times this peer's rack stripe left it with nothing to fetch and nothing in "
+            "flight while other racks' parents had more, so it asked them for pieces "
+            "outside its stripe.",
+            registry=r,
+        )
         self.piece_lists = Counter(
             "p2p_peer_piece_lists",
             "Piece-list requests from children, by how they were answered: a stream "

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 
 from peer.parent_client import ParentClient, ParentError, PieceList
 from peer.scheduler_client import ParentInfo
@@ -55,7 +55,7 @@ def wants_fresher_lists(
     requests: int,
     limit: int,
     missing: list[int],
-    available: dict[str, frozenset[int]],
+    available: Mapping[str, Set[int]],
     picks: list[tuple[int, str]],
 ) -> bool:
     """Whether piece lists are worth reading again, after the conductor picked ``picks``.

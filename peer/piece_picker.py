@@ -14,6 +14,12 @@ Two entry points make the same picks from the same random stream: ``pick_pieces`
 piece sets (the conductor's piece lists), ``pick_pieces_masked`` takes bitmasks (bit i:
 piece i); the first finds the window's candidates and hands them to the second, which
 the simulator calls directly, hundreds of thousands of times a run.
+
+In a rack, the scheduler may give a peer a stripe (``scheduler.core.stripes``): parents
+in other racks then count as holding only the pieces of its stripe. The conductor passes
+its piece lists through ``within_stripe``, the simulator ANDs those parents' masks with
+``stripe_mask``; both pick again from the whole lists when that left the peer idle
+(``stripe_blocks``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,39 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence, Set
 from itertools import repeat, starmap
+
+# (index, count): the pieces i with i % count == index.
+Stripe = tuple[int, int]
+
+
+def stripe_blocks(stripe: Stripe | None, picks: Sequence[object], in_flight: int) -> bool:
+    """Whether to pick again without the stripe: it left the peer with nothing to fetch
+    and nothing in flight. A stripe that other racks cannot serve right now, or whose
+    pieces rack-mates do not hold yet, must never stall a peer."""
+    return stripe is not None and not picks and not in_flight
+
+
+def within_stripe(
+    availability: Mapping[str, Set[int]], striped: Set[str], stripe: Stripe | None
+) -> Mapping[str, Set[int]]:
+    """``availability`` with the parents in ``striped`` (other racks') holding only the
+    pieces of ``stripe`` (None: all they hold)."""
+    if stripe is None or not striped:
+        return availability
+    index, count = stripe
+    return {
+        parent: frozenset(p for p in pieces if p % count == index) if parent in striped else pieces
+        for parent, pieces in availability.items()
+    }
+
+
+def stripe_mask(stripe: Stripe, pieces: int) -> int:
+    """The bitmask of the stripe's pieces among ``pieces``."""
+    index, count = stripe
+    mask = 0
+    for piece in range(index, pieces, count):
+        mask |= 1 << piece
+    return mask
 
 
 def pick_pieces(

@@ -39,6 +39,8 @@ class ParentInfo:
     address: str
     piece_port: int
     score: float
+    # A normal peer in another rack: the child asks it only for its stripe's pieces.
+    other_rack: bool = False
 
     def url(self, scheme: str = "http") -> str:
         """The base URL of its piece server: https in a cluster with TLS."""
@@ -50,6 +52,9 @@ class ParentInfo:
 class UseParents:
     parents: tuple[ParentInfo, ...]
     piece_digests: dict[int, str] = field(default_factory=dict)
+    # (index, count): of the pieces parents in other racks hold, ask for those with
+    # i % count == index while anything is in flight (peer.piece_picker).
+    stripe: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,12 @@ def parse_decision(body: Any) -> Decision:
                     str(p["address"]),
                     int(p["piece_port"]),
                     float(p["score"]),
+                    _flag(p.get("other_rack")),
                 )
                 for p in body["parents"]
             )
             digests = {int(k): str(v) for k, v in (body.get("piece_digests") or {}).items()}
-            return UseParents(parents, digests)
+            return UseParents(parents, digests, _stripe(body.get("stripe")))
         if action == "back_to_source":
             return GoToSource(str(body.get("reason", "")))
         if action == "retry_later":
@@ -106,6 +112,25 @@ def parse_decision(body: Any) -> Decision:
     except (KeyError, TypeError, ValueError) as exc:
         raise SchedulerRejected(200, f"malformed decision {body!r}: {exc!r}") from exc
     raise SchedulerRejected(200, f"unknown decision action {action!r}")
+
+
+def _flag(value: Any) -> bool:
+    """An optional boolean field: absent or null is false."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _stripe(value: Any) -> tuple[int, int] | None:
+    """A decision's stripe: absent or null for none."""
+    if value is None:
+        return None
+    index, count = int(value["index"]), int(value["count"])
+    if not 0 <= index < count:
+        raise ValueError(f"stripe index {index} outside 0..{count - 1}")
+    return index, count
 
 
 def scheduler_urls(urls: str | Sequence[str]) -> list[str]:

@@ -32,7 +32,11 @@ from simulations.swarm import Swarm
 
 # Scenario keys with a flag of their own (strategy: --strategy takes "all" too).
 _OWN_FLAGS = {"strategy"}
-_METAVARS = {"tuple[float, ...]": "X,Y,...", "tuple[tuple[float, float], ...]": "GBPS:SHARE,..."}
+_METAVARS = {
+    "tuple[float, ...]": "X,Y,...",
+    "tuple[tuple[float, float], ...]": "GBPS:SHARE,...",
+    "bool": "true|false",
+}
 
 
 def _scenario_flags(parser: argparse.ArgumentParser) -> None:

@@ -144,7 +144,9 @@ def scheduler_for(
     if strategy == "direct":
         return None
     settings = SchedulerSettings(
-        rack_gateways=scenario.rack_gateways, rack_congestion_ratio=scenario.rack_congestion_ratio
+        rack_gateways=scenario.rack_gateways,
+        rack_congestion_ratio=scenario.rack_congestion_ratio,
+        rack_stripes=scenario.rack_stripes,
     )
     evaluator: Evaluator
     if strategy == "random":

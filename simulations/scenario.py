@@ -70,10 +70,12 @@ class Scenario:
     max_per_parent: int = MAX_PER_PARENT
     origin_concurrency: int = PeerConfig.origin_concurrency
     announce_interval_s: float = PeerConfig.announce_interval_s
-    # Scheduler: rack gateways per task and rack (0 off), and the ratio past which a
-    # congested rack keeps its peers' parents inside (0 off); SchedulerSettings' defaults.
+    # Scheduler: rack gateways per task and rack (0 off), the ratio past which a
+    # congested rack keeps its peers' parents inside (0 off) and whether each peer of a
+    # rack brings in its own stripe of the pieces; SchedulerSettings' defaults.
     rack_gateways: int = SchedulerSettings.rack_gateways
     rack_congestion_ratio: float = SchedulerSettings.rack_congestion_ratio
+    rack_stripes: bool = SchedulerSettings.rack_stripes
     # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
     layer_concurrency: int = 3
     seed_peers: int = 0
@@ -174,6 +176,11 @@ class Scenario:
         return dataclasses.replace(self, **coerced)
 
 
+# What the command line may say for a yes/no key.
+_BOOLS = {"true": True, "yes": True, "on": True, "1": True}
+_BOOLS |= {"false": False, "no": False, "off": False, "0": False}
+
+
 def _coerce(name: str, kind: object, value: Any) -> Any:
     """YAML and the command line give strings and ints where floats are meant."""
     try:
@@ -183,6 +190,10 @@ def _coerce(name: str, kind: object, value: Any) -> Any:
             return int(value)
         if kind == "str" and isinstance(value, str):
             return value
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "bool" and isinstance(value, str) and value.lower() in _BOOLS:
+            return _BOOLS[value.lower()]
         if kind == "tuple[float, ...]" and isinstance(value, list | tuple):
             return tuple(float(v) for v in value)
         if kind == "tuple[tuple[float, float], ...]":

@@ -45,6 +45,9 @@ class SimPeer:
         "is_seed",
         "pending_reports",
         "report_due",
+        "stripe",
+        "striped",
+        "stripe_keep",
     )
 
     def __init__(self, node: SimNode, layer: Layer) -> None:
@@ -71,6 +74,12 @@ class SimPeer:
         # Reports not sent to the scheduler yet, and whether a send is already queued.
         self.pending_reports: list[PieceReport] = []
         self.report_due = False
+        # The scheduler's stripe (index, count), the parents in other racks and the mask
+        # of the stripe's pieces: while the peer has a request in flight, it asks those
+        # parents only for these pieces (peer.piece_picker).
+        self.stripe: tuple[int, int] | None = None
+        self.striped: frozenset[str] = frozenset()
+        self.stripe_keep = self.all_mask
 
     @property
     def have(self) -> set[int]:

@@ -43,7 +43,7 @@ from peer.conductor import (
     SWARM_ORIGIN_CONCURRENCY,
     TOPUP_S,
 )
-from peer.piece_picker import lowest_bits, pick_pieces_masked
+from peer.piece_picker import lowest_bits, pick_pieces_masked, stripe_blocks, stripe_mask
 from peer.reporter import REPORT_BATCH, REPORT_INTERVAL_S
 from peer.seed_offer import SeedOffer
 from peer.upload_slots import upload_slots_for
@@ -247,6 +247,13 @@ class Swarm:
             self.counters.decisions["parents"] += 1
             peer.mode = Mode.PARENTS
             peer.parents = [choice.peer_id for choice in decision.parents]
+            if decision.stripe is None:
+                peer.stripe = None
+                peer.striped = frozenset()
+            else:
+                peer.stripe = stripe = (decision.stripe.index, decision.stripe.count)
+                peer.striped = frozenset(c.peer_id for c in decision.parents if c.other_rack)
+                peer.stripe_keep = stripe_mask(stripe, peer.piece_count)
             peer.last_progress_s = now
             self._pump(now, peer)
         elif isinstance(decision, BackToSource):
@@ -322,7 +329,31 @@ class Swarm:
             else:
                 missing = self._trusted_window(candidates, trusted)
             availability, seeds = self._listed(now, peer, missing, task_id)
-        for index, parent_id in pick_pieces_masked(
+        picks: list[tuple[int, str]] | None = None
+        striped = peer.striped
+        if striped:
+            keep = peer.stripe_keep
+            within = [
+                (parent_id, mask & keep if parent_id in striped else mask)
+                for parent_id, mask in availability
+            ]
+            picks = self._picks(peer, missing, within, slots, seeds)
+            if stripe_blocks(peer.stripe, picks, len(peer.in_flight)):
+                picks = None
+        if picks is None:
+            picks = self._picks(peer, missing, availability, slots, seeds)
+        for index, parent_id in picks:
+            self._request(now, peer, index, parent_id)
+
+    def _picks(
+        self,
+        peer: SimPeer,
+        missing: int,
+        availability: list[tuple[str, int]],
+        slots: int,
+        seeds: set[str] | frozenset[str],
+    ) -> list[tuple[int, str]]:
+        return pick_pieces_masked(
             missing,
             availability,
             peer.load,
@@ -331,8 +362,7 @@ class Swarm:
             self._window,
             self._picker_rng,
             seeds,
-        ):
-            self._request(now, peer, index, parent_id)
+        )
 
     def _trusted_window(self, candidates: int, trusted: dict[int, str]) -> int:
         """The first ``window`` of ``candidates`` (pieces the peer wants and some parent

@@ -23,6 +23,7 @@ from scheduler.core.decisions import (
     Rejection,
     Removal,
     RetryLater,
+    Stripe,
 )
 from scheduler.core.errors import (
     ConflictError,
@@ -84,6 +85,7 @@ __all__ = [
     "SchedulerError",
     "SchedulerSettings",
     "SchedulerState",
+    "Stripe",
     "Task",
     "UnknownHostError",
     "UnknownPeerError",

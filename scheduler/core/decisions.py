@@ -55,6 +55,20 @@ class ParentChoice:
     address: str
     piece_port: int
     score: float
+    # A normal peer of another rack than the child's: see ``Stripe``.
+    other_rack: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stripe:
+    """The child's share of what its rack brings in from other racks: the pieces ``i``
+    with ``i % count == index``. It asks parents marked ``other_rack`` for those only
+    (while it has any request in flight) and gets the rest from its rack-mates, so
+    each piece crosses into the rack about once instead of once per peer
+    (``scheduler.core.stripes``)."""
+
+    index: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,7 @@ class Parents:
 
     parents: tuple[ParentChoice, ...]
     rejected: tuple[Rejection, ...] = ()
+    stripe: Stripe | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from scheduler.core.filters import (
 from scheduler.core.model import Peer
 from scheduler.core.sampling import sample_candidates, sample_complete
 from scheduler.core.settings import SchedulerSettings
+from scheduler.core.stripes import stripe_for
 
 
 def decide(
@@ -43,7 +44,12 @@ def decide(
         return first
     best, rejected = best_parents(child, settings, evaluator, now, rng, in_rack)
     if best:
-        return Parents(tuple(_choice(parent, score) for parent, score in best), rejected)
+        rack = child.host.rack_key if child.host.rack else None
+        choices = tuple(_choice(parent, score, rack) for parent, score in best)
+        stripe = None
+        if settings.rack_stripes and any(choice.other_rack for choice in choices):
+            stripe = stripe_for(child, settings.rack_gateways)
+        return Parents(choices, rejected, stripe)
     return quota.without_parent(child, rejected, settings, seed_hosts_alive, now, rng)
 
 
@@ -145,6 +151,9 @@ def best_parents(
     return ranked[: settings.parents_per_decision], tuple(rejected)
 
 
-def _choice(parent: Peer, score: float) -> ParentChoice:
+def _choice(parent: Peer, score: float, rack: tuple[str, str] | None) -> ParentChoice:
     host = parent.host
-    return ParentChoice(parent.peer_id, host.host_id, host.address, host.piece_port, score)
+    other_rack = rack is not None and in_other_rack(parent, rack)
+    return ParentChoice(
+        parent.peer_id, host.host_id, host.address, host.piece_port, score, other_rack
+    )

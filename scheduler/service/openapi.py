@@ -217,7 +217,19 @@ SCHEMAS: dict[str, Any] = {
         address={"type": "string"},
         piece_port={"type": "integer", "minimum": 1, "maximum": 65535},
         score={"type": "number", "description": "Evaluator score; higher is better."},
+        other_rack={
+            "type": "boolean",
+            "default": False,
+            "description": "A normal peer in another rack than the child's: while the "
+            "child has a piece request in flight, it asks this parent only for the "
+            "pieces of its `stripe`.",
+        },
     ),
+    "Stripe": {
+        **_object(["index", "count"], index=_COUNT, count={"type": "integer", "minimum": 2}),
+        "description": "The child's share of what its rack fetches from other racks: "
+        "the pieces i with i % count == index.",
+    },
     "ParentsDecision": _object(
         ["action", "parents", "piece_digests"],
         action={"const": "parents"},
@@ -228,6 +240,7 @@ SCHEMAS: dict[str, Any] = {
             "peer registers holding every piece.",
         },
         piece_digests=_ref("PieceDigests"),
+        stripe=_ref("Stripe"),
     ),
     "BackToSourceDecision": _object(
         ["action", "reason"],

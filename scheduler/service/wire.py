@@ -171,9 +171,15 @@ def decision_json(decision: Decision, piece_digests: Mapping[int, str]) -> dict[
                     "piece_port": choice.piece_port,
                     # JSON has no NaN; an evaluator that produced one ranked it last anyway.
                     "score": choice.score if math.isfinite(choice.score) else 0.0,
+                    "other_rack": choice.other_rack,
                 }
                 for choice in decision.parents
             ],
+            "stripe": (
+                {"index": decision.stripe.index, "count": decision.stripe.count}
+                if decision.stripe is not None
+                else None
+            ),
             "piece_digests": digests_json(piece_digests),
         }
     if isinstance(decision, BackToSource):

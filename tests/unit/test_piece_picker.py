@@ -3,7 +3,14 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peer.piece_picker import lowest_bits, pick_pieces, pick_pieces_masked
+from peer.piece_picker import (
+    lowest_bits,
+    pick_pieces,
+    pick_pieces_masked,
+    stripe_blocks,
+    stripe_mask,
+    within_stripe,
+)
 
 
 def test_the_next_piece_first_then_a_spread_inside_the_window() -> None:
@@ -185,3 +192,55 @@ def test_lowest_bits_keeps_the_lowest_set_bits(mask: int, count: int) -> None:
         expected |= lowest
         rest ^= lowest
     assert lowest_bits(mask, count) == expected
+
+
+def test_parents_in_other_racks_offer_only_the_stripe() -> None:
+    availability = {"far": set(range(8)), "mate": {1, 2}, "seed": {5, 6}}
+    striped = within_stripe(availability, {"far"}, (1, 3))
+    assert striped == {"far": {1, 4, 7}, "mate": {1, 2}, "seed": {5, 6}}
+    picks = pick_pieces(list(range(8)), striped, {}, 8, 8, 16, random.Random(1))
+    assert {index for index, parent in picks if parent == "far"} <= {1, 4, 7}
+    assert sorted(index for index, _ in picks) == [1, 2, 4, 5, 6, 7]
+    # No stripe, or no parent in another rack: the lists as they are.
+    assert within_stripe(availability, {"far"}, None) is availability
+    assert within_stripe(availability, set(), (1, 3)) is availability
+
+
+def test_a_stripe_gives_way_only_when_it_leaves_the_peer_idle() -> None:
+    assert stripe_blocks((1, 3), picks=[], in_flight=0)
+    assert not stripe_blocks((1, 3), picks=[], in_flight=2)  # wait for those
+    assert not stripe_blocks((1, 3), picks=[(1, "far")], in_flight=0)
+    assert not stripe_blocks(None, picks=[], in_flight=0)
+
+
+@settings(max_examples=200)
+@given(
+    pieces=st.integers(1, 80),
+    count=st.integers(1, 9),
+    index=st.integers(0, 8),
+    holdings=st.lists(st.sets(st.integers(0, 79)), min_size=1, max_size=5),
+    striped=st.integers(0, 5),
+    seed=st.integers(0, 2**32),
+)
+def test_striped_sets_and_striped_masks_make_the_same_picks(
+    pieces: int, count: int, index: int, holdings: list[set[int]], striped: int, seed: int
+) -> None:
+    stripe = (index % count, count)
+    mask = stripe_mask(stripe, pieces)
+    assert [i for i in range(pieces) if mask >> i & 1] == list(range(stripe[0], pieces, count))
+    names = [f"p{i}" for i in range(len(holdings))]
+    others = set(names[:striped])
+    availability = {
+        name: {i for i in held if i < pieces} for name, held in zip(names, holdings, strict=True)
+    }
+    masks = [
+        (name, sum(1 << i for i in held) & (mask if name in others else -1))
+        for name, held in availability.items()
+    ]
+    missing = list(range(pieces))
+    set_rng, mask_rng = random.Random(seed), random.Random(seed)
+    from_sets = pick_pieces(
+        missing, within_stripe(availability, others, stripe), {}, 6, 2, 10, set_rng
+    )
+    from_masks = pick_pieces_masked((1 << pieces) - 1, masks, {}, 6, 2, 10, mask_rng)
+    assert from_sets == from_masks

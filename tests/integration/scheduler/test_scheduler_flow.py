@@ -155,6 +155,7 @@ async def test_finishing_leaving_and_host_departure(scheduler: SchedulerClient) 
     assert await scheduler.schedule("seed") == {
         "action": "parents",
         "parents": [],
+        "stripe": None,
         "piece_digests": ALL_DIGESTS,
     }
     assert await scheduler.ok("POST", "/api/v1/peers/p1/failed") == {}
@@ -175,7 +176,12 @@ async def test_finishing_leaving_and_host_departure(scheduler: SchedulerClient) 
 async def test_re_registering_a_whole_blob_gets_no_parents(scheduler: SchedulerClient) -> None:
     await _seed_and_three_peers(scheduler)
     decision = await scheduler.register("p1", "h1", pieces=list(range(PIECES)))
-    assert decision == {"action": "parents", "parents": [], "piece_digests": ALL_DIGESTS}
+    assert decision == {
+        "action": "parents",
+        "parents": [],
+        "stripe": None,
+        "piece_digests": ALL_DIGESTS,
+    }
     # Registering again is idempotent.
     assert await scheduler.register("p1", "h1", pieces=[0]) == decision
 

@@ -292,3 +292,26 @@ def test_simulate_turns_the_cyclic_collector_back_on() -> None:
     assert gc.isenabled()
     simulate(SMALL.replace(nodes=3))
     assert gc.isenabled()
+
+
+def test_rack_stripes_cut_the_bytes_crossing_rack_uplinks() -> None:
+    # Three racks of 12 behind 12:1 uplinks: each rack's peers bring in their own share
+    # of the pieces and trade the rest inside the rack.
+    on = off = 0
+    for seed in (1, 3, 5):
+        base = Scenario(
+            name="stripes",
+            nodes=36,
+            hosts_per_rack=12,
+            oversubscription=12.0,
+            layers_mib=(64.0,),
+            host_upload_bps=GBPS,
+            host_download_bps=GBPS,
+            registry_egress_bps=GBPS,
+            seed=seed,
+        )
+        striped, unstriped = simulate(base), simulate(base.replace(rack_stripes=False))
+        assert striped.complete and unstriped.complete
+        on += striped.cross_rack_bytes
+        off += unstriped.cross_rack_bytes
+    assert on < 0.85 * off, (on / MiB, off / MiB)
