@@ -69,6 +69,7 @@ from simulations.workload import image_layers
 
 PIECE_PORT = 65002
 _NO_SEEDS: frozenset[str] = frozenset()
+_NO_STRIPE: frozenset[str] = frozenset()
 
 
 class _UploadSlots:
@@ -302,7 +303,23 @@ class Swarm:
             self.queue.at(now + REFRESH_S, self._poll, peer)
 
     def _pick(self, now: float, peer: SimPeer, slots: int) -> None:
-        """Start up to ``slots`` piece requests, chosen by the peer's piece picker."""
+        """Start up to ``slots`` piece requests, chosen by the peer's piece picker: within
+        its rack stripe first, from every parent's whole list if that left it idle."""
+        picks = None
+        if peer.striped:
+            picks = self._picks(now, peer, slots, peer.striped, peer.stripe_keep)
+            if stripe_blocks(peer.stripe, picks, len(peer.in_flight)):
+                picks = None
+        if picks is None:
+            picks = self._picks(now, peer, slots, _NO_STRIPE, -1)
+        for index, parent_id in picks:
+            self._request(now, peer, index, parent_id)
+
+    def _picks(
+        self, now: float, peer: SimPeer, slots: int, striped: frozenset[str], keep: int
+    ) -> list[tuple[int, str]]:
+        """The picker's picks, with the parents in ``striped`` holding only what they
+        hold of ``keep`` (the stripe's mask), as ``peer.piece_picker.within_stripe``."""
         state = self.state
         assert state is not None
         peers = self.peers
@@ -316,43 +333,23 @@ class Swarm:
             # every parent's piece list and picks among the first ``window`` pieces the
             # peer wants that some parent holds, as the conductor's picker does.
             missing = peer.wanted_mask
-            availability = [(parent_id, peers[parent_id].have_mask) for parent_id in peer.parents]
+            availability: list[tuple[str, int]] = []
+            for parent_id in peer.parents:
+                mask = peers[parent_id].have_mask
+                availability.append((parent_id, mask & keep if parent_id in striped else mask))
         else:
             offered = 0
             for parent_id in peer.parents:
-                offered |= peers[parent_id].have_mask
+                mask = peers[parent_id].have_mask
+                offered |= mask & keep if parent_id in striped else mask
             candidates = offered & peer.wanted_mask
             if not candidates:
-                return
+                return []
             if all_trusted:
                 missing = lowest_bits(candidates, self._window)
             else:
                 missing = self._trusted_window(candidates, trusted)
-            availability, seeds = self._listed(now, peer, missing, task_id)
-        picks: list[tuple[int, str]] | None = None
-        striped = peer.striped
-        if striped:
-            keep = peer.stripe_keep
-            within = [
-                (parent_id, mask & keep if parent_id in striped else mask)
-                for parent_id, mask in availability
-            ]
-            picks = self._picks(peer, missing, within, slots, seeds)
-            if stripe_blocks(peer.stripe, picks, len(peer.in_flight)):
-                picks = None
-        if picks is None:
-            picks = self._picks(peer, missing, availability, slots, seeds)
-        for index, parent_id in picks:
-            self._request(now, peer, index, parent_id)
-
-    def _picks(
-        self,
-        peer: SimPeer,
-        missing: int,
-        availability: list[tuple[str, int]],
-        slots: int,
-        seeds: set[str] | frozenset[str],
-    ) -> list[tuple[int, str]]:
+            availability, seeds = self._listed(now, peer, missing, task_id, striped, keep)
         return pick_pieces_masked(
             missing,
             availability,
@@ -379,11 +376,18 @@ class Swarm:
         return missing
 
     def _listed(
-        self, now: float, peer: SimPeer, missing: int, task_id: str
+        self,
+        now: float,
+        peer: SimPeer,
+        missing: int,
+        task_id: str,
+        striped: frozenset[str],
+        keep: int,
     ) -> tuple[list[tuple[str, int]], set[str] | frozenset[str]]:
         """What each parent's piece list says, and which parents are seeds: parents that
-        refused a request for want of a slot are left alone a moment, and a seed lists
-        only what it offers of ``missing`` (peer.seed_offer)."""
+        refused a request for want of a slot are left alone a moment, a seed lists only
+        what it offers of ``missing`` (peer.seed_offer), and a parent in ``striped`` only
+        what it holds of ``keep``."""
         assert self.state is not None
         busy_until = peer.busy_until
         availability = []
@@ -401,6 +405,8 @@ class Swarm:
                 for index in offer.offered(indices(missing), now):
                     offered |= 1 << index
                 availability.append((parent_id, offered))
+            elif parent_id in striped:
+                availability.append((parent_id, parent.have_mask & keep))
             else:
                 availability.append((parent_id, parent.have_mask))
         return availability, seeds

@@ -17,11 +17,11 @@ started yet never stalls its rack. Without that fallback, p2psim's 1,000-node de
 scenario took 261x the lower bound instead of 6.
 
 Measured with p2psim. The cluster benchmark's two racks of 12 behind 12:1 uplinks (8
-seeds, medians): 2.46 -> 2.26x the lower bound, image copies crossing rack uplinks
-4.7 -> 4.3; with two gateways per rack 2.24 -> 2.05x (one gateway has nobody to share
-with: no change). The shipped 1,000-node scenarios (6 seeds, means): default 6.52 ->
-6.14x, oversubscribed 6.92 -> 6.21x, stragglers 1.36 -> 1.34x, heterogeneous 1.33 ->
-1.37x (medians 1.33 -> 1.35x). Flat networks have no other-rack parents: no change.
+seeds, medians): 2.46 -> 2.30x the lower bound (means 2.50 -> 2.27x), image copies
+crossing rack uplinks 4.7 -> 4.3; with two gateways per rack 2.24 -> 2.05x (one gateway
+has nobody to share with: no change). The shipped 1,000-node scenarios (6 seeds,
+means): default 6.52 -> 5.90x, oversubscribed 6.92 -> 6.13x, stragglers 1.36 -> 1.35x,
+heterogeneous 1.33 -> 1.34x. Flat networks have no other-rack parents: no change.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def _sharing_scenario(strategy: str, nodes: int, nic_gbps: float) -> Scenario:
     [
         ("rule", 30, 1.0, 4),
         ("random", 30, 1.0, 4),
-        ("rule", 100, 1.0, 2),
+        ("rule", 100, 1.0, 6),
         ("direct", 100, 1.0, 1),
         ("direct", 30, 10.0, 1),
         ("rule", 30, 10.0, 24),
@@ -211,7 +211,9 @@ def test_fast_sharing_is_within_five_percent_of_exact_max_min(
 ) -> None:
     """Issue 4's bound: fast against exact within 5%, mean makespan and mean completion.
 
-    With 1 Gbps NICs a pull is mostly transfer, and a few seeds agree closely. With
+    With 1 Gbps NICs a pull is mostly transfer, and a few seeds agree closely, but for
+    rack stripes: with them single 100-node runs differ by up to 9% either way (over 8
+    seeds the means agree within 0.1%), so that case takes 6 seeds. With
     10 Gbps NICs a 64 MiB pull takes 1-2 s and is mostly protocol (piece lists re-read
     every 0.25 s, a busy parent left alone for 0.25 s, top-ups every 1 s): when the
     sharing moves one transfer's end a little, a node can miss a round and finish later,
