@@ -32,11 +32,7 @@ from simulations.swarm import Swarm
 
 # Scenario keys with a flag of their own (strategy: --strategy takes "all" too).
 _OWN_FLAGS = {"strategy"}
-_METAVARS = {
-    "tuple[float, ...]": "X,Y,...",
-    "tuple[tuple[float, float], ...]": "GBPS:SHARE,...",
-    "bool": "true|false",
-}
+_METAVARS = {"tuple[float, ...]": "X,Y,...", "tuple[tuple[float, float], ...]": "GBPS:SHARE,..."}
 
 
 def _scenario_flags(parser: argparse.ArgumentParser) -> None:

@@ -71,11 +71,11 @@ class Scenario:
     origin_concurrency: int = PeerConfig.origin_concurrency
     announce_interval_s: float = PeerConfig.announce_interval_s
     # Scheduler: rack gateways per task and rack (0 off), the ratio past which a
-    # congested rack keeps its peers' parents inside (0 off) and whether each peer of a
-    # rack brings in its own stripe of the pieces; SchedulerSettings' defaults.
+    # congested rack keeps its peers' parents inside (0 off) and the most stripes a
+    # rack's peers split other racks' pieces into (0 off); SchedulerSettings' defaults.
     rack_gateways: int = SchedulerSettings.rack_gateways
     rack_congestion_ratio: float = SchedulerSettings.rack_congestion_ratio
-    rack_stripes: bool = SchedulerSettings.rack_stripes
+    rack_stripes: int = SchedulerSettings.rack_stripes
     # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
     layer_concurrency: int = 3
     seed_peers: int = 0
@@ -176,11 +176,6 @@ class Scenario:
         return dataclasses.replace(self, **coerced)
 
 
-# What the command line may say for a yes/no key.
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True}
-_BOOLS |= {"false": False, "no": False, "off": False, "0": False}
-
-
 def _coerce(name: str, kind: object, value: Any) -> Any:
     """YAML and the command line give strings and ints where floats are meant."""
     try:
@@ -190,10 +185,6 @@ def _coerce(name: str, kind: object, value: Any) -> Any:
             return int(value)
         if kind == "str" and isinstance(value, str):
             return value
-        if kind == "bool" and isinstance(value, bool):
-            return value
-        if kind == "bool" and isinstance(value, str) and value.lower() in _BOOLS:
-            return _BOOLS[value.lower()]
         if kind == "tuple[float, ...]" and isinstance(value, list | tuple):
             return tuple(float(v) for v in value)
         if kind == "tuple[tuple[float, float], ...]":

@@ -47,8 +47,8 @@ def decide(
         rack = child.host.rack_key if child.host.rack else None
         choices = tuple(_choice(parent, score, rack) for parent, score in best)
         stripe = None
-        if settings.rack_stripes and any(choice.other_rack for choice in choices):
-            stripe = stripe_for(child, settings.rack_gateways)
+        if settings.rack_stripes > 1 and any(choice.other_rack for choice in choices):
+            stripe = stripe_for(child, settings.rack_gateways, settings.rack_stripes)
         return Parents(choices, rejected, stripe)
     return quota.without_parent(child, rejected, settings, seed_hosts_alive, now, rng)
 

@@ -68,11 +68,12 @@ class SchedulerSettings:
     # when none will (``scheduler.core.rack_flow``). 0 turns it off.
     rack_congestion_ratio: float = 2.0
     rack_congestion_samples: int = 5
-    # Each normal peer of a rack asks other racks' normal peers only for its share of
-    # the pieces (a ``Stripe``) while it has requests in flight, and gets the rest from
-    # rack-mates (``scheduler.core.stripes``). False: every peer takes any piece from
-    # any parent.
-    rack_stripes: bool = True
+    # The normal peers of a rack split what they fetch from other racks' normal peers
+    # into at most this many stripes: the k-th of the rack's peers in a task (in
+    # registration order) asks them only for stripe k mod rack_stripes, and gets the
+    # rest from rack-mates (``scheduler.core.stripes``). 0 or 1: every peer takes any
+    # piece from any parent.
+    rack_stripes: int = 8
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -69,7 +69,7 @@ Config file (YAML; unknown keys are an error), with the defaults:
     back_to_source_quota: 1
     rack_gateways: 0     # 1: racks behind oversubscribed uplinks (README)
     rack_congestion_ratio: 2.0  # 0: never keep a congested rack's parents inside
-    rack_stripes: true   # each peer of a rack brings in its own share of pieces (README)
+    rack_stripes: 8      # stripes a rack's peers split other racks' pieces into (README)
     ...
 """
 

@@ -43,7 +43,7 @@ async def test_a_decision_carries_the_childs_stripe_and_marks_other_racks(
 
 
 async def test_turned_off_no_stripe(make_scheduler: SchedulerFactory) -> None:
-    client = await make_scheduler(scheduling=SchedulerSettings(rack_stripes=False))
+    client = await make_scheduler(scheduling=SchedulerSettings(rack_stripes=0))
     await _rack_of_three(client)
     body = await client.schedule("b")
     _check_schema(body)

@@ -66,13 +66,24 @@ def test_no_stripe_alone_in_a_rack_without_a_rack_or_when_turned_off() -> None:
     assert decision.stripe is None
     assert _other_rack(decision) == {"far": False}
 
-    off = Swarm(SchedulerSettings(rack_stripes=False))
+    off = Swarm(SchedulerSettings(rack_stripes=0))
     off.full("far", rack="r2")
     off.peer("a", rack="r1")
     off.peer("b", rack="r1")
     decision = _decided(off.schedule("b"))
     assert decision.stripe is None
     assert _other_rack(decision) == {"far": True}
+
+
+def test_a_big_rack_shares_its_stripes_round_robin() -> None:
+    swarm = Swarm(SchedulerSettings(rack_stripes=3))
+    swarm.full("far", rack="r2")
+    names = ("a", "b", "c", "d", "e")
+    for name in names:
+        swarm.peer(name, rack="r1")
+    stripes = [_decided(swarm.schedule(name)).stripe for name in names]
+    assert stripes == [Stripe(0, 3), Stripe(1, 3), Stripe(2, 3), Stripe(0, 3), Stripe(1, 3)]
+    assert SchedulerSettings().rack_stripes == 8
 
 
 def test_stripes_close_up_when_a_rack_mate_leaves() -> None:

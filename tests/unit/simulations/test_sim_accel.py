@@ -30,7 +30,7 @@ base = Scenario(name="accel", nodes=40, hosts_per_rack=10, layers_mib=(6.0, 20.0
     seed_peers=1, nic_mix_gbps=((10.0, 0.5), (1.0, 0.5)), straggler_fraction=0.1,
     churn_fraction=0.1, arrival_spread_s=1.0)
 runs = [base.replace(strategy=s) for s in ("rule", "random", "kraken", "oracle", "direct")]
-runs += [base.replace(rack_gateways=1), base.replace(rack_stripes=False)]
+runs += [base.replace(rack_gateways=1), base.replace(rack_stripes=0)]
 results = [simulate(run).to_json() for run in runs]
 files = [importlib.import_module(m).__file__ for m in accel.MODULES]
 print(json.dumps({"files": files, "results": results}))

@@ -63,7 +63,7 @@ def test_every_scenario_key_is_a_flag(capsys: pytest.CaptureFixture[str], tmp_pa
         "announce_interval_s": "5",
         "rack_gateways": "1",
         "rack_congestion_ratio": "3",
-        "rack_stripes": "off",
+        "rack_stripes": "4",
         "layer_concurrency": "2",
         "seed_peers": "1",
         "nic_mix_gbps": "1:1,10:3",
@@ -97,7 +97,7 @@ def test_cli_refuses_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--nodes", "0"]) == 2
     assert "nodes" in capsys.readouterr().err
     assert cli.main(["--nic-mix-gbps", "fast"]) == 2
-    assert cli.main(["--rack-stripes", "maybe"]) == 2
+    assert cli.main(["--rack-stripes", "2.5"]) == 2
     assert "rack_stripes" in capsys.readouterr().err
     assert cli.main(["compare", "--strategies", "rule,bittorrent"]) == 2
     assert "bittorrent" in capsys.readouterr().err

@@ -312,7 +312,7 @@ def test_rack_stripes_cut_the_bytes_crossing_rack_uplinks() -> None:
             registry_egress_bps=GBPS,
             seed=seed,
         )
-        striped, unstriped = simulate(base), simulate(base.replace(rack_stripes=False))
+        striped, unstriped = simulate(base), simulate(base.replace(rack_stripes=0))
         assert striped.complete and unstriped.complete
         on += striped.cross_rack_bytes
         off += unstriped.cross_rack_bytes
