@@ -53,7 +53,7 @@ class UseParents:
     parents: tuple[ParentInfo, ...]
     piece_digests: dict[int, str] = field(default_factory=dict)
     # (index, count): of the pieces parents in other racks hold, ask for those with
-    # i % count == index while anything is in flight (peer.piece_picker).
+    # i % count == index, unless that leaves nothing to fetch (peer.piece_picker).
     stripe: tuple[int, int] | None = None
 
 

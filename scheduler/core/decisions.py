@@ -63,9 +63,9 @@ class ParentChoice:
 class Stripe:
     """The child's share of what its rack brings in from other racks: the pieces ``i``
     with ``i % count == index``. It asks parents marked ``other_rack`` for those only
-    (while it has any request in flight) and gets the rest from its rack-mates, so
-    each piece crosses into the rack about once instead of once per peer
-    (``scheduler.core.stripes``)."""
+    (unless that leaves it with nothing to fetch and nothing in flight) and gets the
+    rest from its rack-mates, so each piece crosses into the rack about once instead of
+    once per peer (``scheduler.core.stripes``)."""
 
     index: int
     count: int

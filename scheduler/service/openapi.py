@@ -220,9 +220,9 @@ SCHEMAS: dict[str, Any] = {
         other_rack={
             "type": "boolean",
             "default": False,
-            "description": "A normal peer in another rack than the child's: while the "
-            "child has a piece request in flight, it asks this parent only for the "
-            "pieces of its `stripe`.",
+            "description": "A normal peer in another rack than the child's: the child "
+            "asks this parent only for the pieces of its `stripe`, unless that leaves it "
+            "with nothing to fetch and nothing in flight.",
         },
     ),
     "Stripe": {
