@@ -81,9 +81,11 @@ def test_churn_fails_nodes_mid_pull_and_the_rest_still_finish(strategy: str) -> 
     assert not swarm.network.active or swarm.queue.stopped
 
 
-def test_children_of_a_failed_parent_get_new_parents() -> None:
-    # Nodes fail late enough to be serving others by then.
-    scenario = SMALL.replace(churn_fraction=0.2, churn_from_s=0.8, churn_until_s=1.2)
+def _churned_run(seed: int) -> tuple[int, int]:
+    """A run where nodes fail late enough to be serving others by then: how often a
+    live peer lost a parent and asked again, and how many peers were checked to have no
+    parent on a node that had just failed."""
+    scenario = SMALL.replace(churn_fraction=0.2, churn_from_s=0.8, churn_until_s=1.2, seed=seed)
     swarm = Swarm(scenario)
     fail = swarm.churn._fail
     checked = 0
@@ -102,7 +104,15 @@ def test_children_of_a_failed_parent_get_new_parents() -> None:
     swarm.churn.schedule()  # queued before run() schedules them again; those find them failed
     swarm.run()
     assert result_of(swarm).complete and swarm.churn.lost > 0
-    assert swarm.churn.reasked > 0 and checked > 0
+    return swarm.churn.reasked, checked
+
+
+def test_children_of_a_failed_parent_get_new_parents() -> None:
+    # Whether a failed node still had children at that moment is up to the run's
+    # timing (since rack stripes, seed 3 alone has none), so three seeds must show some.
+    runs = [_churned_run(seed) for seed in (3, 4, 5)]
+    assert sum(reasked for reasked, _ in runs) > 0
+    assert sum(checked for _, checked in runs) > 0
 
 
 def test_churn_is_the_same_for_every_strategy_of_a_seed() -> None:
