@@ -18,11 +18,10 @@ from aiohttp.test_utils import TestServer
 from peer.config import PeerConfig
 from peer.daemon import PeerDaemon
 from peer.pieces import MiB
-from registry_proxy.upstream import UpstreamConfig
 from scheduler.service.app import create_app
 from scheduler.service.config import SchedulerConfig
 from scheduler.service.records import RECORDS_FILE
-from tests.integration.swarm.conftest import TOKEN
+from tests.integration.swarm.conftest import TOKEN, SwarmFactory
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.images import PushedImage, push_image_async
 from tests.support.polling import wait_until
@@ -34,7 +33,9 @@ PIECE_BYTES = 256 * 1024
 
 
 @pytest.fixture
-async def recording_scheduler(tmp_path: Path) -> AsyncIterator[TestServer]:
+async def scheduler_server(tmp_path: Path) -> AsyncIterator[TestServer]:
+    """The swarm's scheduler (``start_swarm_peer`` points peers at it), keeping
+    transfer records."""
     config = SchedulerConfig(
         token=TOKEN, rng_seed=1, records_dir=str(tmp_path / "records"), records_flush_s=0.1
     )
@@ -62,36 +63,18 @@ async def image(registry: RegistryProcess, tmp_path: Path) -> PushedImage:
 
 
 @pytest.fixture
-async def start_peer(
-    registry: RegistryProcess, recording_scheduler: TestServer, tmp_path: Path
-) -> AsyncIterator[PeerFactory]:
-    daemons: list[PeerDaemon] = []
-
+def start_peer(registry: RegistryProcess, start_swarm_peer: SwarmFactory) -> PeerFactory:
     async def start(name: str, rack: str) -> PeerDaemon:
-        config = PeerConfig(
-            listen="127.0.0.1:0",
-            piece_listen="127.0.0.1:0",
-            data_dir=str(tmp_path / name),
-            host_id=name,
+        return await start_swarm_peer(
+            name,
+            registry.host,
+            registry.url,
             idc="dc1",
             rack=rack,
-            token=TOKEN,
-            scheduler=str(recording_scheduler.make_url("/")).rstrip("/"),
             min_piece_bytes=PIECE_BYTES,
-            upstream=UpstreamConfig(
-                default_registry=registry.host,
-                insecure_registries=(registry.host,),
-                endpoints={registry.host: registry.url},
-            ),
         )
-        daemon = PeerDaemon(config)
-        await daemon.start()
-        daemons.append(daemon)
-        return daemon
 
-    yield start
-    for daemon in daemons:
-        await daemon.stop()
+    return start
 
 
 async def _pull(peer: PeerDaemon, image: PushedImage) -> None:
@@ -139,14 +122,14 @@ async def test_a_striped_peer_takes_only_its_share_from_another_rack(
 
 
 async def test_a_stripe_nobody_in_the_rack_can_fill_does_not_stall_the_peer(
-    image: PushedImage, start_peer: PeerFactory, recording_scheduler: TestServer, tmp_path: Path
+    image: PushedImage, start_peer: PeerFactory, scheduler_server: TestServer, tmp_path: Path
 ) -> None:
     await _pull(await start_peer("far", "r2"), image)
     # A rack-mate registered first that never gets a piece: the child's stripe is the
     # odd pieces, and nobody in its rack will ever hold the even ones.
     ((digest, size),) = image.layers
     async with aiohttp.ClientSession(
-        base_url=recording_scheduler.make_url("/"),
+        base_url=scheduler_server.make_url("/"),
         headers={"Authorization": f"Bearer {TOKEN}"},
     ) as session:
         host = {
