@@ -4,11 +4,12 @@ The conductor registers the peer with the scheduler and follows its decisions: f
 from the origin (the peer is a seed, or within the back-to-source quota), wait and ask
 again, or fetch pieces from parents. With parents it keeps up to ``pieces_in_flight``
 piece requests going, chosen by :func:`peer.piece_picker.pick_pieces` from the piece
-lists the parents publish (followed by :class:`peer.parent_watch.ParentWatch`), and
-checks every piece against the digest the scheduler vouches for before it counts. A
-parent that fails or sends a bad piece is reported and blocked, and the scheduler names
-others. If the scheduler cannot be reached at any point, the peer fetches what is
-missing from the origin itself.
+lists the parents publish (followed by :class:`peer.parent_watch.ParentWatch`; with a
+rack stripe, those of parents in other racks cut to the stripe's pieces unless that
+leaves nothing to fetch), and checks every piece against the digest the scheduler
+vouches for before it counts. A parent that fails or sends a bad piece is reported and
+blocked, and the scheduler names others. If the scheduler cannot be reached at any
+point, the peer fetches what is missing from the origin itself.
 """
 
 from __future__ import annotations

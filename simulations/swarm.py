@@ -10,7 +10,9 @@ decisions the way ``peer.conductor.SwarmSupplier`` does:
 - ``Parents``: keep up to ``pieces_in_flight`` piece requests going, at most
   ``max_per_parent`` per parent, chosen by the peer's piece picker (``peer.piece_picker``,
   through its bitmask entry point ``pick_pieces_masked``) with a window of twice the
-  in-flight limit, among pieces whose digest the scheduler trusts;
+  in-flight limit, among pieces whose digest the scheduler trusts; with a rack stripe,
+  parents in other racks count as holding only its pieces unless that leaves the peer
+  idle (``peer.piece_picker.stripe_blocks``);
   look again every ``REFRESH_S`` while below the limit, and ask the scheduler for more
   parents every ``TOPUP_S`` while the parents cannot fill the pipeline (a "retry later"
   answer then keeps the parents at hand); with nothing in flight and no piece for
