@@ -172,17 +172,21 @@ class Task:
         if members is not None and members.pop(peer.peer_id, None) is not None and not members:
             del self.rack_peers[peer.host.rack_key]
 
+    def rack_rank(self, peer: Peer, first: int) -> int | None:
+        """``peer``'s place (from 0) among the normal peers of its rack in registration
+        order, if it is one of the ``first`` of them; None otherwise."""
+        for rank, peer_id in enumerate(self.rack_peers.get(peer.host.rack_key, ())):
+            if rank >= first:
+                return None
+            if peer_id == peer.peer_id:
+                return rank
+        return None
+
     def is_rack_gateway(self, peer: Peer, gateways: int) -> bool:
         """Whether ``peer`` is among the first ``gateways`` normal peers of its rack."""
-        members = self.rack_peers.get(peer.host.rack_key)
-        if members is None:
+        if peer.host.rack_key not in self.rack_peers:
             return True
-        for rank, peer_id in enumerate(members):
-            if rank >= gateways:
-                return False
-            if peer_id == peer.peer_id:
-                return True
-        return False
+        return self.rack_rank(peer, gateways) is not None
 
     def index_holder(self, peer: Peer) -> None:
         host = peer.host

@@ -52,9 +52,5 @@ def stripe_for(child: Peer, gateways: int, stripes: int) -> Stripe | None:
     count = min(sharing, stripes)
     if count < 2:
         return None
-    for rank, peer_id in enumerate(members):
-        if rank >= sharing:
-            return None
-        if peer_id == child.peer_id:
-            return Stripe(rank % count, count)
-    return None
+    rank = child.task.rack_rank(child, sharing)
+    return None if rank is None else Stripe(rank % count, count)
