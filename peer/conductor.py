@@ -6,7 +6,9 @@ again, or fetch pieces from parents. With parents it keeps up to ``pieces_in_fli
 piece requests going, chosen by :func:`peer.piece_picker.pick_pieces` from the piece
 lists the parents publish (followed by :class:`peer.parent_watch.ParentWatch`; with a
 rack stripe, those of parents in other racks cut to the stripe's pieces unless that
-leaves nothing to fetch), and checks every piece against the digest the scheduler
+leaves nothing to fetch; pieces asked of other racks' parents are claimed at the
+scheduler first, ``scheduler.core.claims``), and checks every piece against the digest
+the scheduler
 vouches for before it counts. A parent that fails or sends a bad piece is reported and
 blocked, and the scheduler names others. If the scheduler cannot be reached at any
 point, the peer fetches what is missing from the origin itself.
@@ -28,7 +30,7 @@ from peer.metrics import PeerMetrics
 from peer.parent_client import ParentClient, ParentError
 from peer.parent_watch import ParentWatch, wants_fresher_lists
 from peer.piece_hasher import SpanHasher
-from peer.piece_picker import pick_pieces, stripe_blocks, within_stripe
+from peer.piece_picker import pick_pieces, stripe_blocks, within_stripe, without_held
 from peer.reporter import TransferReporter
 from peer.scheduler_client import (
     Decision,
@@ -68,6 +70,10 @@ SWARM_ORIGIN_CONCURRENCY = 1
 # A parent that answered "no free upload slot" is left alone this long: asking it again
 # at once only burns its CPU on refusals (measured: tens of thousands per minute).
 BUSY_BACKOFF_S = 0.25
+# A piece the scheduler would not let this peer fetch from another rack (a rack-mate
+# claimed it, ``scheduler.core.claims``) is left to rack-mates this long before it is
+# claimed again: by then the rack-mate has it, or its claim has gone.
+CLAIM_HOLD_S = 0.05
 
 
 @dataclass
@@ -79,6 +85,18 @@ class _Swarm:
     # The latest decision's stripe and its parents in other racks (peer.piece_picker).
     stripe: tuple[int, int] | None = None
     striped: frozenset[str] = frozenset()
+    # Import claims (scheduler.core.claims): pieces granted and still in flight, pieces
+    # to release at the next claims call, and denied pieces -> until when they are left
+    # to rack-mates.
+    claimed: set[int] = field(default_factory=set)
+    releases: list[int] = field(default_factory=list)
+    held: dict[int, float] = field(default_factory=dict)
+
+    def held_now(self, now: float) -> set[int]:
+        """The denied pieces still left to rack-mates at ``now``; forgets the others."""
+        for index in [i for i, until in self.held.items() if until <= now]:
+            del self.held[index]
+        return set(self.held)
 
 
 class SwarmSupplier:
@@ -191,11 +209,15 @@ class SwarmSupplier:
                 missing = [
                     i for i in task.missing_pieces() if i not in fetches and i in swarm.digests
                 ]
-                listed = {
-                    parent_id: pieces
-                    for parent_id, pieces in watch.availability.items()
-                    if swarm.busy_until.get(parent_id, 0.0) <= now
-                }
+                listed = without_held(
+                    {
+                        parent_id: pieces
+                        for parent_id, pieces in watch.availability.items()
+                        if swarm.busy_until.get(parent_id, 0.0) <= now
+                    },
+                    swarm.striped,
+                    swarm.held_now(now),
+                )
                 available = within_stripe(listed, swarm.striped, swarm.stripe)
                 picks = self._pick(missing, available, load, len(fetches), watch.seeds)
                 if stripe_blocks(swarm.stripe, picks, len(fetches)):
@@ -203,6 +225,7 @@ class SwarmSupplier:
                     picks = self._pick(missing, available, load, len(fetches), watch.seeds)
                     if picks:
                         self._metrics.stripe_fallbacks.inc()
+                picks = await self._claimed(swarm, picks, now)
                 watch.set_hungry(
                     wants_fresher_lists(
                         len(fetches) + len(picks), self._in_flight, missing, available, picks
@@ -244,6 +267,9 @@ class SwarmSupplier:
                     fetch = fetches.pop(index)
                     parent_id = fetched_from.pop(index)
                     load[parent_id] -= 1
+                    if index in swarm.claimed:
+                        swarm.claimed.discard(index)
+                        swarm.releases.append(index)
                     error = fetch.exception()
                     if error is None:
                         last_progress = time.monotonic()
@@ -264,6 +290,38 @@ class SwarmSupplier:
                     fetch.cancel()
             await asyncio.gather(*fetches.values(), return_exceptions=True)
             await watch.close()
+            left = swarm.releases + sorted(swarm.claimed)
+            if left:
+                # Rack-mates may fetch these at once instead of after the claims' lease.
+                with contextlib.suppress(SchedulerUnavailable, SchedulerRejected):
+                    await self._scheduler.claim_imports(self.peer_id, [], left)
+
+    async def _claimed(
+        self, swarm: _Swarm, picks: list[tuple[int, str]], now: float
+    ) -> list[tuple[int, str]]:
+        """``picks`` less the pieces to fetch from other racks that a rack-mate claimed
+        (``scheduler.core.claims``); those are left to rack-mates for ``CLAIM_HOLD_S``.
+        Releases the claims of finished requests on the way. A scheduler that does not
+        answer holds nothing up: the picks go ahead unclaimed."""
+        remote = [index for index, parent_id in picks if parent_id in swarm.striped]
+        if not remote and not swarm.releases:
+            return picks
+        releases, swarm.releases = swarm.releases, []
+        try:
+            granted = await self._scheduler.claim_imports(self.peer_id, remote, releases)
+        except (SchedulerUnavailable, SchedulerRejected) as exc:
+            log.debug("import claims of %s unchecked: %s", self.peer_id, exc)
+            self._metrics.import_claims.labels("unchecked").inc(len(remote))
+            return picks
+        denied = set(remote) - granted
+        swarm.claimed.update(granted)
+        self._metrics.import_claims.labels("granted").inc(len(granted))
+        if not denied:
+            return picks
+        self._metrics.import_claims.labels("denied").inc(len(denied))
+        for index in denied:
+            swarm.held[index] = now + CLAIM_HOLD_S
+        return [(index, parent_id) for index, parent_id in picks if index not in denied]
 
     def _pick(
         self,

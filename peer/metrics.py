@@ -120,6 +120,14 @@ class PeerMetrics:
             "the share that crossed rack uplinks.",
             registry=r,
         )
+        self.import_claims = Counter(
+            "p2p_peer_import_claims",
+            "Pieces this peer claimed at the scheduler before asking other racks' peers "
+            "for them, by outcome: granted, denied (a rack-mate is fetching it; this "
+            "peer gets it from the rack-mate), unchecked (the scheduler did not answer).",
+            ["outcome"],
+            registry=r,
+        )
         self.stripe_fallbacks = Counter(
             "p2p_peer_stripe_fallbacks",
             "Times this peer's rack stripe left it with nothing to fetch and nothing in "

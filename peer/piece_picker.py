@@ -53,6 +53,19 @@ def within_stripe(
     }
 
 
+def without_held(
+    availability: Mapping[str, Set[int]], remote: Set[str], held: Set[int]
+) -> Mapping[str, Set[int]]:
+    """``availability`` with the parents in ``remote`` (other racks') not offering the
+    pieces in ``held``: a rack-mate claimed them (``scheduler.core.claims``)."""
+    if not held or not remote:
+        return availability
+    return {
+        parent: pieces - held if parent in remote else pieces
+        for parent, pieces in availability.items()
+    }
+
+
 def stripe_mask(stripe: Stripe, pieces: int) -> int:
     """The bitmask of the stripe's pieces among ``pieces``."""
     index, count = stripe

@@ -147,6 +147,7 @@ def scheduler_for(
         rack_gateways=scenario.rack_gateways,
         rack_congestion_ratio=scenario.rack_congestion_ratio,
         rack_stripes=scenario.rack_stripes,
+        rack_claim_lease_s=scenario.rack_claim_lease_s,
     )
     evaluator: Evaluator
     if strategy == "random":

@@ -48,6 +48,7 @@ class SimPeer:
         "stripe",
         "striped",
         "stripe_keep",
+        "held",
     )
 
     def __init__(self, node: SimNode, layer: Layer) -> None:
@@ -76,10 +77,14 @@ class SimPeer:
         self.report_due = False
         # The scheduler's stripe (index, count), the parents in other racks and the mask
         # of the stripe's pieces: while the peer has a request in flight, it asks those
-        # parents only for these pieces (peer.piece_picker).
+        # parents only for these pieces (peer.piece_picker), and only for pieces the
+        # scheduler lets it claim (scheduler.core.claims).
         self.stripe: tuple[int, int] | None = None
         self.striped: frozenset[str] = frozenset()
         self.stripe_keep = self.all_mask
+        # Pieces a rack-mate claimed (scheduler.core.claims) -> until when this peer
+        # leaves them to rack-mates instead of asking other racks' parents.
+        self.held: dict[int, float] = {}
 
     @property
     def have(self) -> set[int]:

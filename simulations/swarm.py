@@ -12,7 +12,9 @@ decisions the way ``peer.conductor.SwarmSupplier`` does:
   through its bitmask entry point ``pick_pieces_masked``) with a window of twice the
   in-flight limit, among pieces whose digest the scheduler trusts; with a rack stripe,
   parents in other racks count as holding only its pieces unless that leaves the peer
-  idle (``peer.piece_picker.stripe_blocks``);
+  idle (``peer.piece_picker.stripe_blocks``); pieces asked of other racks' parents are
+  claimed first (``SchedulerState.claim_imports``) and released when the request ends,
+  a denied one left to rack-mates for ``CLAIM_HOLD_S``;
   look again every ``REFRESH_S`` while below the limit, and ask the scheduler for more
   parents every ``TOPUP_S`` while the parents cannot fill the pipeline (a "retry later"
   answer then keeps the parents at hand); with nothing in flight and no piece for
@@ -39,6 +41,7 @@ from typing import TypeAlias
 
 from peer.conductor import (
     BUSY_BACKOFF_S,
+    CLAIM_HOLD_S,
     MAX_RETRY_WAIT_S,
     NO_PROGRESS_S,
     REFRESH_S,
@@ -250,12 +253,14 @@ class Swarm:
             self.counters.decisions["parents"] += 1
             peer.mode = Mode.PARENTS
             peer.parents = [choice.peer_id for choice in decision.parents]
+            # Parents in other racks: asked only for the stripe's pieces, and only for
+            # pieces the scheduler lets the peer claim (as peer.conductor does).
+            peer.striped = frozenset(c.peer_id for c in decision.parents if c.other_rack)
             if decision.stripe is None:
                 peer.stripe = None
-                peer.striped = frozenset()
+                peer.stripe_keep = peer.all_mask
             else:
                 peer.stripe = stripe = (decision.stripe.index, decision.stripe.count)
-                peer.striped = frozenset(c.peer_id for c in decision.parents if c.other_rack)
                 peer.stripe_keep = stripe_mask(stripe, peer.piece_count)
             peer.last_progress_s = now
             self._pump(now, peer)
@@ -306,16 +311,57 @@ class Swarm:
 
     def _pick(self, now: float, peer: SimPeer, slots: int) -> None:
         """Start up to ``slots`` piece requests, chosen by the peer's piece picker: within
-        its rack stripe first, from every parent's whole list if that left it idle."""
+        its rack stripe first, from every parent's whole list if that left it idle; from
+        other racks' parents only the pieces the scheduler lets it claim."""
         picks = None
-        if peer.striped:
-            picks = self._picks(now, peer, slots, peer.striped, peer.stripe_keep)
+        held = self._held_mask(now, peer) if peer.held else 0
+        if peer.stripe is not None and peer.striped:
+            picks = self._picks(now, peer, slots, peer.striped, peer.stripe_keep & ~held)
             if stripe_blocks(peer.stripe, picks, len(peer.in_flight)):
                 picks = None
         if picks is None:
-            picks = self._picks(now, peer, slots, _NO_STRIPE, -1)
+            if held:
+                picks = self._picks(now, peer, slots, peer.striped, ~held)
+            else:
+                picks = self._picks(now, peer, slots, _NO_STRIPE, -1)
+        if peer.striped:
+            picks = self._claimed(now, peer, picks)
         for index, parent_id in picks:
             self._request(now, peer, index, parent_id)
+
+    def _held_mask(self, now: float, peer: SimPeer) -> int:
+        """The pieces a rack-mate claimed that the peer still leaves to rack-mates."""
+        mask = 0
+        for index, until in list(peer.held.items()):
+            if until > now:
+                mask |= 1 << index
+            else:
+                del peer.held[index]
+        return mask
+
+    def _claimed(
+        self, now: float, peer: SimPeer, picks: list[tuple[int, str]]
+    ) -> list[tuple[int, str]]:
+        """``picks`` less the pieces from other racks' parents that a rack-mate claimed,
+        as ``peer.conductor`` does; the denied ones are held for ``CLAIM_HOLD_S``."""
+        remote = [index for index, parent_id in picks if parent_id in peer.striped]
+        if not remote:
+            return picks
+        assert self.state is not None
+        granted, claimed = self.state.claim_imports(peer.peer_id, remote, [], now)
+        until = now + CLAIM_HOLD_S
+        for index in claimed:
+            peer.held[index] = until
+        if len(granted) == len(remote):
+            return picks
+        denied = set(remote).difference(granted)
+        return [(index, parent_id) for index, parent_id in picks if index not in denied]
+
+    def _release(self, now: float, peer: SimPeer, index: int) -> None:
+        """The request for a piece claimed from another rack ended: release the claim."""
+        state = self.state
+        if state is not None and not peer.node.host.failed and peer.peer_id in state.peers:
+            state.claim_imports(peer.peer_id, [], [index], now)
 
     def _picks(
         self, now: float, peer: SimPeer, slots: int, striped: frozenset[str], keep: int
@@ -461,6 +507,8 @@ class Swarm:
         if offer is not None:
             offer.release(index, now, sent=True)
             self.counters.seed_upload_bytes += size
+        elif cross_rack:
+            self._release(now, peer, index)
         if flow.failed:
             self.churn.piece_lost(now, peer, index)
             return
@@ -472,6 +520,8 @@ class Swarm:
 
     def _refused(self, now: float, request: _Request) -> None:
         peer, index, parent_id = request[:3]
+        if request[8] and request[6] is None:
+            self._release(now, peer, index)
         peer.in_flight.pop(index)
         peer.wanted_mask |= 1 << index
         peer.load[parent_id] -= 1

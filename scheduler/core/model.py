@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from scheduler.core.claims import RackClaims
 from scheduler.core.piece_costs import PieceCostWindow
 from scheduler.core.random_set import RandomSet
 
@@ -132,6 +133,7 @@ class Task:
         "normal_back_to_source_count",
         "piece_digests",
         "digest_sources",
+        "import_claims",
     )
 
     def __init__(self, task_id: str, size_bytes: int, piece_bytes: int, now: float) -> None:
@@ -161,6 +163,8 @@ class Task:
         # came from the origin or a seed peer, and the id of the peer that reported it.
         self.piece_digests: dict[int, str] = {}
         self.digest_sources: dict[int, str] = {}
+        # Which rack peer fetches which piece from other racks right now (claims).
+        self.import_claims = RackClaims()
 
     def index_member(self, peer: Peer) -> None:
         host = peer.host

@@ -74,6 +74,11 @@ class SchedulerSettings:
     # rest from rack-mates (``scheduler.core.stripes``). 0 or 1: every peer takes any
     # piece from any parent.
     rack_stripes: int = 8
+    # Before a rack's peer asks another rack's normal peers for pieces, it claims them:
+    # one peer of a rack at a time fetches a piece across the uplink, until it releases
+    # the claim or the claim is this old (``scheduler.core.claims``). 0 turns claims off:
+    # every claim is granted.
+    rack_claim_lease_s: float = 10.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -105,6 +105,7 @@ class SchedulerApi:
                 web.post("/api/v1/peers/{peer_id}/schedule", self.schedule),
                 web.post("/api/v1/peers/{peer_id}/pieces", self.report_pieces),
                 web.post("/api/v1/peers/{peer_id}/block", self.block_parent),
+                web.post("/api/v1/peers/{peer_id}/claims", self.claim_imports),
                 web.post("/api/v1/peers/{peer_id}/finished", self.finish_peer),
                 web.post("/api/v1/peers/{peer_id}/failed", self.fail_peer),
                 web.delete("/api/v1/peers/{peer_id}", self.remove_peer),
@@ -205,6 +206,16 @@ class SchedulerApi:
         self._metrics.parent_evictions.labels(EVICTION_REPORTED_BY_CHILD).inc()
         log.info("peer %s blocked parent %s", peer_id, parent_id)
         return self._answer(peer_id, outcome, started)
+
+    async def claim_imports(self, request: web.Request) -> web.Response:
+        peer_id = wire.path_identifier(request.match_info["peer_id"], "peer_id")
+        claim, release = wire.import_claims(await read_body(request))
+        granted, claimed = await self._writer.submit(
+            lambda state, now, rng: state.claim_imports(peer_id, claim, release, now)
+        )
+        self._metrics.import_claims.labels("granted").inc(len(granted))
+        self._metrics.import_claims.labels("denied").inc(len(set(claim)) - len(granted))
+        return web.json_response({"granted": granted, "claimed": claimed})
 
     async def finish_peer(self, request: web.Request) -> web.Response:
         peer_id = wire.path_identifier(request.match_info["peer_id"], "peer_id")

@@ -88,6 +88,13 @@ class SchedulerMetrics:
             ["type"],
             registry=r,
         )
+        self.import_claims = Counter(
+            "p2p_scheduler_import_claims",
+            "Pieces rack peers claimed before fetching them from other racks, by outcome "
+            "(granted; denied: a rack-mate is fetching it).",
+            ["outcome"],
+            registry=r,
+        )
         self.piece_reports = Counter(
             "p2p_scheduler_piece_reports",
             "Piece transfers reported by peers, by result (ok, failed).",

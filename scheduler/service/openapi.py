@@ -21,7 +21,11 @@ from scheduler.service.fields import (
     MAX_LABEL_CHARS,
 )
 from scheduler.service.status_schema import status_paths, status_schemas
-from scheduler.service.wire import MAX_PIECES_PER_TASK, MAX_REPORTS_PER_BATCH
+from scheduler.service.wire import (
+    MAX_CLAIMS_PER_REQUEST,
+    MAX_PIECES_PER_TASK,
+    MAX_REPORTS_PER_BATCH,
+)
 
 JSON = "application/json"
 _BACK_TO_SOURCE_REASONS = [
@@ -190,6 +194,36 @@ SCHEMAS: dict[str, Any] = {
         reports={"type": "array", "items": _ref("PieceReport"), "maxItems": MAX_REPORTS_PER_BATCH},
     ),
     "BlockRequest": _object(["parent_id"], parent_id=_ref("Identifier")),
+    "ImportClaims": _object(
+        [],
+        claim={
+            "type": "array",
+            "items": _PIECE_INDEX,
+            "maxItems": MAX_CLAIMS_PER_REQUEST,
+            "description": "Pieces the peer is about to ask other racks' normal peers for.",
+        },
+        release={
+            "type": "array",
+            "items": _PIECE_INDEX,
+            "maxItems": MAX_CLAIMS_PER_REQUEST,
+            "description": "Pieces it claimed earlier whose requests ended (arrived or failed).",
+        },
+    ),
+    "GrantedClaims": _object(
+        ["granted", "claimed"],
+        granted={
+            "type": "array",
+            "items": _PIECE_INDEX,
+            "description": "The claimed pieces the peer may fetch from other racks now; "
+            "a rack-mate fetches the others.",
+        },
+        claimed={
+            "type": "array",
+            "items": _PIECE_INDEX,
+            "description": "Every piece the peer's rack-mates are fetching from other "
+            "racks: it gets those from them instead.",
+        },
+    ),
     "FailureReport": _object(
         [],
         reason={**_LABEL, "minLength": 1, "examples": ["digest_mismatch"]},
@@ -495,6 +529,21 @@ DOCUMENT: dict[str, Any] = {
                 "BlockRequest",
                 f"{_DECISION_DOC} `parent_id` must not be the peer itself (400).",
                 links=_peer_links(_PEER_IN_PATH),
+            ),
+        },
+        "/api/v1/peers/{peer_id}/claims": {
+            "parameters": _PEER,
+            "post": _operation(
+                "claimImports",
+                "Claim pieces before fetching them from other racks",
+                "GrantedClaims",
+                _WRITE + ("404",),
+                "ImportClaims",
+                "One peer of a rack at a time fetches a piece from other racks' normal "
+                "peers: a piece is granted until its claimant releases it or for "
+                "`rack_claim_lease_s` (10 s). A peer without a rack label, a seed, or a "
+                "scheduler with claims off gets every piece. Rule across fields (400): "
+                "every index is below the task's piece count.",
             ),
         },
         "/api/v1/peers/{peer_id}/finished": {

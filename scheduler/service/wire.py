@@ -149,6 +149,25 @@ def failure_reason(body: object) -> str | None:
     return reason
 
 
+# Pieces one claims request may name; a peer claims what it is about to request, a
+# handful at a time.
+MAX_CLAIMS_PER_REQUEST = 4096
+
+
+def import_claims(body: object) -> tuple[list[int], list[int]]:
+    """``POST /api/v1/peers/{peer_id}/claims``: the pieces to claim and to release."""
+    r = ObjectReader(body)
+    lists = tuple(
+        [
+            as_int(item, f"{name}[{number}]", 0, MAX_PIECES_PER_TASK - 1)
+            for number, item in enumerate(r.array(name, MAX_CLAIMS_PER_REQUEST, required=False))
+        ]
+        for name in ("claim", "release")
+    )
+    r.done()
+    return lists[0], lists[1]
+
+
 def no_fields(body: object) -> None:
     """Endpoints whose body is empty or ``{}``."""
     ObjectReader(body).done()

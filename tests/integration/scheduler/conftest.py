@@ -218,6 +218,8 @@ async def drive_traffic(client: SchedulerClient) -> None:
     await client.call("POST", "/api/v1/peers/p3/block", {"parent_id": "seed"})
     await client.report("p3", report(1, "p2", digest=piece_digest(1, salt="evil")))
     await client.digests()
+    await client.call("POST", "/api/v1/peers/p3/claims", {"claim": [2, 3], "release": []})
+    await client.call("POST", "/api/v1/peers/p3/claims", {"claim": [PIECES]})
     await client.call("POST", "/api/v1/peers/seed/finished")
     await client.call("POST", "/api/v1/peers/p1/failed", {"reason": "digest_mismatch"})
     await client.call("DELETE", "/api/v1/peers/p2")

@@ -71,7 +71,7 @@ def test_every_route_of_the_app_is_documented() -> None:
         if method != "parameters"
     }
     assert routes == documented
-    assert len(routes) == 18
+    assert len(routes) == 19
 
 
 async def test_responses_match_their_documented_schemas(scheduler: SchedulerClient) -> None:
@@ -138,6 +138,8 @@ async def test_request_schemas_accept_what_the_server_accepts(scheduler: Schedul
             {"reports": [report(1, None, digest=piece_digest(1)), report(2, None)]},
         ),
         ("POST", "/api/v1/peers/p1/block", {"parent_id": "p9"}),
+        ("POST", "/api/v1/peers/p1/claims", {"claim": [1, 3], "release": [1]}),
+        ("POST", "/api/v1/peers/p1/claims", {}),
         ("POST", "/api/v1/peers/p1/failed", {"reason": "digest_mismatch"}),
     ]
     for method, path, body in bodies:
@@ -154,6 +156,10 @@ async def test_request_schemas_accept_what_the_server_accepts(scheduler: Schedul
         ("/api/v1/peers/p1/pieces", {"reports": [{**report(0, None), "cost_s": -1}]}),
         ("/api/v1/peers/p1/block", {"parent_id": ""}),
         ("/api/v1/peers/p1/schedule", {"x": 1}),
+        ("/api/v1/peers/p1/claims", {"claim": [-1]}),
+        ("/api/v1/peers/p1/claims", {"claim": ["0"]}),
+        ("/api/v1/peers/p1/claims", {"release": [True]}),
+        ("/api/v1/peers/p1/claims", {"claims": [0]}),
     ],
 )
 async def test_request_schemas_refuse_what_the_server_refuses(
