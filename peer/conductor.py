@@ -8,10 +8,9 @@ lists the parents publish (followed by :class:`peer.parent_watch.ParentWatch`; w
 rack stripe, those of parents in other racks cut to the stripe's pieces unless that
 leaves nothing to fetch; pieces asked of other racks' parents are claimed at the
 scheduler first, ``scheduler.core.claims``), and checks every piece against the digest
-the scheduler
-vouches for before it counts. A parent that fails or sends a bad piece is reported and
-blocked, and the scheduler names others. If the scheduler cannot be reached at any
-point, the peer fetches what is missing from the origin itself.
+the scheduler vouches for before it counts. A parent that fails or sends a bad piece is
+reported and blocked, and the scheduler names others. If the scheduler cannot be
+reached at any point, the peer fetches what is missing from the origin itself.
 """
 
 from __future__ import annotations
