@@ -299,27 +299,29 @@ class SwarmSupplier:
         self, swarm: _Swarm, picks: list[tuple[int, str]], now: float
     ) -> list[tuple[int, str]]:
         """``picks`` less the pieces to fetch from other racks that a rack-mate claimed
-        (``scheduler.core.claims``); those are left to rack-mates for ``CLAIM_HOLD_S``.
-        Releases the claims of finished requests on the way. A scheduler that does not
-        answer holds nothing up: the picks go ahead unclaimed."""
+        (``scheduler.core.claims``); every piece rack-mates claimed is left to them for
+        ``CLAIM_HOLD_S``. Releases the claims of finished requests on the way. A
+        scheduler that does not answer holds nothing up: the picks go ahead unclaimed."""
         remote = [index for index, parent_id in picks if parent_id in swarm.striped]
         if not remote and not swarm.releases:
             return picks
         releases, swarm.releases = swarm.releases, []
         try:
-            granted = await self._scheduler.claim_imports(self.peer_id, remote, releases)
+            granted, claimed = await self._scheduler.claim_imports(self.peer_id, remote, releases)
         except (SchedulerUnavailable, SchedulerRejected) as exc:
             log.debug("import claims of %s unchecked: %s", self.peer_id, exc)
             self._metrics.import_claims.labels("unchecked").inc(len(remote))
+            swarm.releases.extend(releases)  # the next call releases them
             return picks
-        denied = set(remote) - granted
         swarm.claimed.update(granted)
+        until = now + CLAIM_HOLD_S
+        for index in claimed:
+            swarm.held[index] = until
         self._metrics.import_claims.labels("granted").inc(len(granted))
+        denied = set(remote) - granted
         if not denied:
             return picks
         self._metrics.import_claims.labels("denied").inc(len(denied))
-        for index in denied:
-            swarm.held[index] = now + CLAIM_HOLD_S
         return [(index, parent_id) for index, parent_id in picks if index not in denied]
 
     def _pick(

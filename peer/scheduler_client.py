@@ -214,16 +214,20 @@ class SchedulerClient:
         reply = await self._call("POST", f"/peers/{peer_id}/block", {"parent_id": parent_id})
         return parse_decision(reply)
 
-    async def claim_imports(self, peer_id: str, claim: list[int], release: list[int]) -> set[int]:
+    async def claim_imports(
+        self, peer_id: str, claim: list[int], release: list[int]
+    ) -> tuple[set[int], set[int]]:
         """Of ``claim``, the pieces this peer may fetch from other racks' normal peers now,
-        after releasing ``release`` (``scheduler.core.claims``)."""
+        after releasing ``release``, and the pieces its rack-mates are fetching from
+        other racks (``scheduler.core.claims``)."""
         body = {"claim": claim, "release": release}
         reply = await self._call("POST", f"/peers/{peer_id}/claims", body)
         try:
             granted = {int(index) for index in reply["granted"]}
+            claimed = {int(index) for index in reply["claimed"]}
         except (KeyError, TypeError, ValueError) as exc:
             raise SchedulerRejected(200, f"malformed claims answer {reply!r}: {exc!r}") from exc
-        return granted & set(claim)
+        return granted & set(claim), claimed
 
     async def report(self, peer_id: str, transfers: list[PieceTransfer]) -> None:
         reports = [
