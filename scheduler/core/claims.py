@@ -46,27 +46,28 @@ class RackClaims:
         is_live: Callable[[str], bool],
     ) -> tuple[list[int], list[int]]:
         """Release ``released``, then grant ``claimant`` those of ``pieces`` that no other
-        live peer of ``rack`` holds an unexpired claim on. Returns the granted pieces and
-        every piece rack-mates hold claims on: the claimant leaves those to them too."""
+        live peer of ``rack`` holds an unexpired claim on. Returns the granted pieces and,
+        if it claimed any, every piece rack-mates hold claims on: the claimant leaves
+        those to them too. A lapsed claim stays in the book until it is claimed again."""
         book = self._racks.setdefault(rack, {})
         for index in released:
             held = book.get(index)
             if held is not None and held[0] == claimant:
                 del book[index]
         granted: list[int] = []
-        for index in dict.fromkeys(pieces):
+        others: list[int] = []
+        asked = dict.fromkeys(pieces)
+        for index in asked:
             held = book.get(index)
             if held is None or held[0] == claimant or held[1] <= now or not is_live(held[0]):
                 book[index] = (claimant, now + lease_s)
                 granted.append(index)
-        others: list[int] = []
-        for index, (peer_id, until) in list(book.items()):
-            if peer_id == claimant:
-                continue
-            if until <= now or not is_live(peer_id):
-                del book[index]  # lapsed: nobody is fetching it any more
-            else:
-                others.append(index)
+        if asked:
+            others = sorted(
+                index
+                for index, (peer_id, until) in book.items()
+                if peer_id != claimant and until > now and is_live(peer_id)
+            )
         if not book:
             del self._racks[rack]
-        return granted, sorted(others)
+        return granted, others

@@ -382,19 +382,19 @@ class SchedulerState:
         self, peer_id: str, pieces: list[int], released: list[int], now: float
     ) -> tuple[list[int], list[int]]:
         """Which of ``pieces`` the peer may fetch from other racks' normal peers now, after
-        releasing ``released``, and which pieces its rack-mates are fetching from other
-        racks (``scheduler.core.claims``). A peer without a rack label, a seed, or claims
-        turned off: all of them, and none."""
+        releasing ``released``, and (if it claimed any) which pieces its rack-mates are
+        fetching from other racks (``scheduler.core.claims``). A peer without a rack
+        label, a seed, or claims turned off: all of them, and none."""
         peer = self.peer(peer_id)
         task = peer.task
         for field, indices in (("claim", pieces), ("release", released)):
-            for index in indices:
-                if not 0 <= index < task.piece_count:
-                    raise InvalidEventError(
-                        field,
-                        f"piece {index} out of range: task {task.task_id!r} has "
-                        f"{task.piece_count} pieces",
-                    )
+            if indices and not 0 <= min(indices) <= max(indices) < task.piece_count:
+                bad = next(i for i in indices if not 0 <= i < task.piece_count)
+                raise InvalidEventError(
+                    field,
+                    f"piece {bad} out of range: task {task.task_id!r} has "
+                    f"{task.piece_count} pieces",
+                )
         lease_s = self.settings.rack_claim_lease_s
         if not peer.host.rack or peer.host.is_seed or lease_s <= 0:
             return list(dict.fromkeys(pieces)), []

@@ -221,7 +221,7 @@ SCHEMAS: dict[str, Any] = {
             "type": "array",
             "items": _PIECE_INDEX,
             "description": "Every piece the peer's rack-mates are fetching from other "
-            "racks: it gets those from them instead.",
+            "racks (empty when `claim` was): it gets those from them instead.",
         },
     ),
     "FailureReport": _object(
