@@ -128,6 +128,8 @@ class PeerMetrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in ("granted", "denied", "unchecked"):
+            self.import_claims.labels(outcome)  # exported at 0 before the first claim
         self.stripe_fallbacks = Counter(
             "p2p_peer_stripe_fallbacks",
             "Times this peer's rack stripe left it with nothing to fetch and nothing in "

@@ -95,6 +95,8 @@ class SchedulerMetrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in ("granted", "denied"):
+            self.import_claims.labels(outcome)  # exported at 0 before the first claim
         self.piece_reports = Counter(
             "p2p_scheduler_piece_reports",
             "Piece transfers reported by peers, by result (ok, failed).",
