@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -64,3 +65,43 @@ async def start_swarm_peer(
     yield start
     for daemon in daemons:
         await daemon.stop()
+
+
+async def post_to_scheduler(server: TestServer, path: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` to the scheduler's API with the cluster token; the JSON answer."""
+    async with (
+        aiohttp.ClientSession(
+            base_url=server.make_url("/"), headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as session,
+        session.post(path, json=body) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def register_idle_peer(
+    server: TestServer, name: str, rack: str, digest: str, size_bytes: int, piece_bytes: int
+) -> str:
+    """Register, through the scheduler's API, a peer of ``rack`` for the blob that never
+    fetches or serves a piece (nothing listens on its piece port); returns its peer id."""
+    host = {
+        "host_id": name,
+        "address": "127.0.0.1",
+        "piece_port": 9,
+        "upload_capacity_bps": 1e8,
+        "download_capacity_bps": 1e8,
+        "upload_slots": 4,
+        "idc": "dc1",
+        "rack": rack,
+    }
+    peer_id = f"{name}-peer"
+    peer = {
+        "peer_id": peer_id,
+        "task_id": digest,
+        "host_id": name,
+        "size_bytes": size_bytes,
+        "piece_bytes": piece_bytes,
+    }
+    await post_to_scheduler(server, "/api/v1/hosts", host)
+    await post_to_scheduler(server, "/api/v1/peers", peer)
+    return peer_id

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -21,7 +20,12 @@ from peer.pieces import MiB
 from scheduler.core import SchedulerSettings
 from scheduler.service.app import create_app
 from scheduler.service.config import SchedulerConfig
-from tests.integration.swarm.conftest import TOKEN, SwarmFactory
+from tests.integration.swarm.conftest import (
+    TOKEN,
+    SwarmFactory,
+    post_to_scheduler,
+    register_idle_peer,
+)
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.images import PushedImage, push_image_async
 from tests.support.registry import RegistryProcess
@@ -62,35 +66,9 @@ async def _start(
 async def _claim_everything_for_a_rack_mate(server: TestServer, image: PushedImage) -> None:
     ((digest, size),) = image.layers
     pieces = list(range(size // PIECE_BYTES))
-    host = {
-        "host_id": "busy",
-        "address": "127.0.0.1",
-        "piece_port": 9,
-        "upload_capacity_bps": 1e8,
-        "download_capacity_bps": 1e8,
-        "upload_slots": 4,
-        "idc": "dc1",
-        "rack": "r1",
-    }
-    peer = {
-        "peer_id": "busy-peer",
-        "task_id": digest,
-        "host_id": "busy",
-        "size_bytes": size,
-        "piece_bytes": PIECE_BYTES,
-    }
-    async with aiohttp.ClientSession(
-        base_url=server.make_url("/"), headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as session:
-        for path, body in (
-            ("/api/v1/hosts", host),
-            ("/api/v1/peers", peer),
-            ("/api/v1/peers/busy-peer/claims", {"claim": pieces}),
-        ):
-            async with session.post(path, json=body) as resp:
-                assert resp.status == 200, await resp.text()
-                answer = await resp.json()
-        assert answer == {"granted": pieces, "claimed": []}
+    peer_id = await register_idle_peer(server, "busy", "r1", digest, size, PIECE_BYTES)
+    answer = await post_to_scheduler(server, f"/api/v1/peers/{peer_id}/claims", {"claim": pieces})
+    assert answer == {"granted": pieces, "claimed": []}
 
 
 async def test_pieces_a_rack_mate_claimed_are_left_to_it_until_the_claims_lapse(

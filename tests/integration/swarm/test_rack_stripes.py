@@ -11,7 +11,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -21,7 +20,7 @@ from peer.pieces import MiB
 from scheduler.service.app import create_app
 from scheduler.service.config import SchedulerConfig
 from scheduler.service.records import RECORDS_FILE
-from tests.integration.swarm.conftest import TOKEN, SwarmFactory
+from tests.integration.swarm.conftest import TOKEN, SwarmFactory, register_idle_peer
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.images import PushedImage, push_image_async
 from tests.support.polling import wait_until
@@ -128,30 +127,7 @@ async def test_a_stripe_nobody_in_the_rack_can_fill_does_not_stall_the_peer(
     # A rack-mate registered first that never gets a piece: the child's stripe is the
     # odd pieces, and nobody in its rack will ever hold the even ones.
     ((digest, size),) = image.layers
-    async with aiohttp.ClientSession(
-        base_url=scheduler_server.make_url("/"),
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as session:
-        host = {
-            "host_id": "idle",
-            "address": "127.0.0.1",
-            "piece_port": 9,
-            "upload_capacity_bps": 1e8,
-            "download_capacity_bps": 1e8,
-            "upload_slots": 4,
-            "idc": "dc1",
-            "rack": "r1",
-        }
-        peer = {
-            "peer_id": "idle-peer",
-            "task_id": digest,
-            "host_id": "idle",
-            "size_bytes": size,
-            "piece_bytes": PIECE_BYTES,
-        }
-        for path, body in (("/api/v1/hosts", host), ("/api/v1/peers", peer)):
-            async with session.post(path, json=body) as resp:
-                assert resp.status == 200, await resp.text()
+    await register_idle_peer(scheduler_server, "idle", "r1", digest, size, PIECE_BYTES)
     child = await start_peer("child", "r1")
     await _pull(child, image)
     got = await _served_by(tmp_path / "records", image, "child", "far")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import gc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -298,22 +299,27 @@ def test_simulate_turns_the_cyclic_collector_back_on() -> None:
     assert gc.isenabled()
 
 
+def _thin_uplink_racks(seed: int, **changes: Any) -> Scenario:
+    """Three racks of 12 behind 12:1 uplinks, 1 Gbps everywhere, one 64 MiB layer."""
+    return Scenario(
+        name="racks",
+        nodes=36,
+        hosts_per_rack=12,
+        oversubscription=12.0,
+        layers_mib=(64.0,),
+        host_upload_bps=GBPS,
+        host_download_bps=GBPS,
+        registry_egress_bps=GBPS,
+        seed=seed,
+    ).replace(**changes)
+
+
 def test_rack_stripes_cut_the_bytes_crossing_rack_uplinks() -> None:
-    # Three racks of 12 behind 12:1 uplinks: each rack's peers bring in their own share
-    # of the pieces and trade the rest inside the rack.
+    # Each rack's peers bring in their own share of the pieces and trade the rest
+    # inside the rack.
     on = off = 0
     for seed in (1, 3, 5):
-        base = Scenario(
-            name="stripes",
-            nodes=36,
-            hosts_per_rack=12,
-            oversubscription=12.0,
-            layers_mib=(64.0,),
-            host_upload_bps=GBPS,
-            host_download_bps=GBPS,
-            registry_egress_bps=GBPS,
-            seed=seed,
-        )
+        base = _thin_uplink_racks(seed)
         striped, unstriped = simulate(base), simulate(base.replace(rack_stripes=0))
         assert striped.complete and unstriped.complete
         on += striped.cross_rack_bytes
@@ -327,19 +333,7 @@ def test_rack_claims_speed_up_racks_behind_thin_uplinks() -> None:
     on = off = 0.0
     crossed = uncrossed = 0
     for seed in (1, 3, 5):
-        base = Scenario(
-            name="claims",
-            nodes=36,
-            hosts_per_rack=12,
-            oversubscription=12.0,
-            layers_mib=(64.0,),
-            host_upload_bps=GBPS,
-            host_download_bps=GBPS,
-            registry_egress_bps=GBPS,
-            seed_peers=1,
-            rack_stripes=0,
-            seed=seed,
-        )
+        base = _thin_uplink_racks(seed, seed_peers=1, rack_stripes=0)
         claimed, unclaimed = simulate(base), simulate(base.replace(rack_claim_lease_s=0))
         assert claimed.complete and unclaimed.complete
         on += claimed.makespan_s
