@@ -22,10 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-# A claim not released within this long lapses: its claimant died or stalled, and a
-# rack-mate may fetch the piece instead. Far longer than one piece takes to arrive.
-CLAIM_LEASE_S = 10.0
-
 
 class RackClaims:
     """The import claims of one task: per rack, piece -> (claimant's peer id, lease end)."""

@@ -76,8 +76,9 @@ class SchedulerSettings:
     rack_stripes: int = 8
     # Before a rack's peer asks another rack's normal peers for pieces, it claims them:
     # one peer of a rack at a time fetches a piece across the uplink, until it releases
-    # the claim or the claim is this old (``scheduler.core.claims``). 0 turns claims off:
-    # every claim is granted.
+    # the claim or the claim is this old (``scheduler.core.claims``): a claimant that died
+    # or stalled, far longer than a piece takes to arrive. 0 turns claims off: every
+    # claim is granted.
     rack_claim_lease_s: float = 10.0
 
     def __post_init__(self) -> None:
