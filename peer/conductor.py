@@ -83,7 +83,7 @@ class _Swarm:
     busy_until: dict[str, float] = field(default_factory=dict)
     # The latest decision's stripe and its parents in other racks (peer.piece_picker).
     stripe: tuple[int, int] | None = None
-    striped: frozenset[str] = frozenset()
+    other_racks: frozenset[str] = frozenset()
     # Import claims (scheduler.core.claims): pieces granted and still in flight, pieces
     # to release at the next claims call, and denied pieces -> until when they are left
     # to rack-mates.
@@ -214,10 +214,10 @@ class SwarmSupplier:
                         for parent_id, pieces in watch.availability.items()
                         if swarm.busy_until.get(parent_id, 0.0) <= now
                     },
-                    swarm.striped,
+                    swarm.other_racks,
                     swarm.held_now(now),
                 )
-                available = within_stripe(listed, swarm.striped, swarm.stripe)
+                available = within_stripe(listed, swarm.other_racks, swarm.stripe)
                 picks = self._pick(missing, available, load, len(fetches), watch.seeds)
                 if stripe_blocks(swarm.stripe, picks, len(fetches)):
                     available = listed
@@ -302,7 +302,7 @@ class SwarmSupplier:
         (``scheduler.core.claims``); every piece rack-mates claimed is left to them for
         ``CLAIM_HOLD_S``. Releases the claims of finished requests on the way. A
         scheduler that does not answer holds nothing up: the picks go ahead unclaimed."""
-        remote = [index for index, parent_id in picks if parent_id in swarm.striped]
+        remote = [index for index, parent_id in picks if parent_id in swarm.other_racks]
         if not remote and not swarm.releases:
             return picks
         releases, swarm.releases = swarm.releases, []
@@ -346,7 +346,7 @@ class SwarmSupplier:
     def _adopt(self, swarm: _Swarm, decision: UseParents) -> None:
         swarm.parents = {p.peer_id: p for p in decision.parents}
         swarm.stripe = decision.stripe
-        swarm.striped = frozenset(p.peer_id for p in decision.parents if p.other_rack)
+        swarm.other_racks = frozenset(p.peer_id for p in decision.parents if p.other_rack)
         swarm.digests.update(decision.piece_digests)
         swarm.watch.follow(decision.parents)
 

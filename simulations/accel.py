@@ -39,6 +39,7 @@ MODULES = (
     "simulations.network",
     "peer.piece_picker",
     "simulations.sim_peers",
+    "simulations.sim_picking",
     "simulations.swarm",
 )
 MANIFEST = "manifest.json"

@@ -46,7 +46,7 @@ class SimPeer:
         "pending_reports",
         "report_due",
         "stripe",
-        "striped",
+        "other_racks",
         "stripe_keep",
         "held",
     )
@@ -80,7 +80,7 @@ class SimPeer:
         # parents only for these pieces (peer.piece_picker), and only for pieces the
         # scheduler lets it claim (scheduler.core.claims).
         self.stripe: tuple[int, int] | None = None
-        self.striped: frozenset[str] = frozenset()
+        self.other_racks: frozenset[str] = frozenset()
         self.stripe_keep = self.all_mask
         # Pieces a rack-mate claimed (scheduler.core.claims) -> until when this peer
         # leaves them to rack-mates instead of asking other racks' parents.

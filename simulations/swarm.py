@@ -8,13 +8,8 @@ decisions the way ``peer.conductor.SwarmSupplier`` does:
   at a time, lowest first, reporting each with no parent;
 - ``RetryLater``: ask again after ``min(after_s, MAX_RETRY_WAIT_S)``;
 - ``Parents``: keep up to ``pieces_in_flight`` piece requests going, at most
-  ``max_per_parent`` per parent, chosen by the peer's piece picker (``peer.piece_picker``,
-  through its bitmask entry point ``pick_pieces_masked``) with a window of twice the
-  in-flight limit, among pieces whose digest the scheduler trusts; with a rack stripe,
-  parents in other racks count as holding only its pieces unless that leaves the peer
-  idle (``peer.piece_picker.stripe_blocks``); pieces asked of other racks' parents are
-  claimed first (``SchedulerState.claim_imports``) and released when the request ends,
-  a denied one left to rack-mates for ``CLAIM_HOLD_S``;
+  ``max_per_parent`` per parent, chosen as ``simulations.sim_picking`` says (the peer's
+  piece picker, rack stripes and import claims, as the conductor chooses);
   look again every ``REFRESH_S`` while below the limit, and ask the scheduler for more
   parents every ``TOPUP_S`` while the parents cannot fill the pipeline (a "retry later"
   answer then keeps the parents at hand); with nothing in flight and no piece for
@@ -41,14 +36,13 @@ from typing import TypeAlias
 
 from peer.conductor import (
     BUSY_BACKOFF_S,
-    CLAIM_HOLD_S,
     MAX_RETRY_WAIT_S,
     NO_PROGRESS_S,
     REFRESH_S,
     SWARM_ORIGIN_CONCURRENCY,
     TOPUP_S,
 )
-from peer.piece_picker import lowest_bits, pick_pieces_masked, stripe_blocks, stripe_mask
+from peer.piece_picker import stripe_mask
 from peer.reporter import REPORT_BATCH, REPORT_INTERVAL_S
 from peer.seed_offer import SeedOffer
 from peer.upload_slots import upload_slots_for
@@ -68,13 +62,12 @@ from simulations.clock import EventQueue
 from simulations.evaluators import scheduler_for
 from simulations.network import Flow, Link, Network
 from simulations.scenario import Scenario
-from simulations.sim_peers import Counters, Mode, SimNode, SimPeer, indices
+from simulations.sim_peers import Counters, Mode, SimNode, SimPeer
+from simulations.sim_picking import PieceChooser
 from simulations.topology import Cluster, SimHost
 from simulations.workload import image_layers
 
 PIECE_PORT = 65002
-_NO_SEEDS: frozenset[str] = frozenset()
-_NO_STRIPE: frozenset[str] = frozenset()
 
 
 class _UploadSlots:
@@ -112,15 +105,13 @@ class Swarm:
         # Public so a trace (simulations.trace) can seed a scheduler service the same way.
         self.scheduler_seed = root.getrandbits(64)
         self._scheduler_rng = random.Random(self.scheduler_seed)
-        self._picker_rng = random.Random(root.getrandbits(64))
+        picker_rng = random.Random(root.getrandbits(64))
         evaluator_rng = random.Random(root.getrandbits(64))
         self._announce_rng = random.Random(root.getrandbits(64))
         self.state: SchedulerState | None = scheduler_for(
             scenario, evaluator_rng, self.cluster, self.network
         )
         self.counters = Counters()
-        # The piece picker's window, as the conductor sets it: twice the requests in flight.
-        self._window = 2 * scenario.pieces_in_flight
         self.nodes: list[SimNode] = []
         self.seeds: list[SimNode] = []
         for host in self.cluster.hosts:
@@ -140,12 +131,25 @@ class Swarm:
         # What each seed peer offers, as peer.piece_server does on a seed.
         self._offers: dict[str, SeedOffer] = {}
         self._request_latency_s = scenario.request_latency_s
-        self._max_per_parent = scenario.max_per_parent
         self._pieces_in_flight = scenario.pieces_in_flight
+        self._chooser = PieceChooser(
+            self.state,
+            self.peers,
+            self._offers,
+            bool(self.seeds),
+            2 * scenario.pieces_in_flight,
+            scenario.max_per_parent,
+            picker_rng,
+        )
         # Callbacks of every piece request, bound once instead of once per request.
         self._on_arrival = self._request_arrives
         self._on_refusal = self._refused
         self._on_flow_done = self._request_done
+
+    def use_state(self, state: SchedulerState) -> None:
+        """Run against ``state`` instead (``simulations.trace`` records its calls)."""
+        self.state = state
+        self._chooser.state = state
 
     # -- running ---------------------------------------------------------------------
 
@@ -255,7 +259,7 @@ class Swarm:
             peer.parents = [choice.peer_id for choice in decision.parents]
             # Parents in other racks: asked only for the stripe's pieces, and only for
             # pieces the scheduler lets the peer claim (as peer.conductor does).
-            peer.striped = frozenset(c.peer_id for c in decision.parents if c.other_rack)
+            peer.other_racks = frozenset(c.peer_id for c in decision.parents if c.other_rack)
             if decision.stripe is None:
                 peer.stripe = None
                 peer.stripe_keep = peer.all_mask
@@ -310,154 +314,9 @@ class Swarm:
             self.queue.at(now + REFRESH_S, self._poll, peer)
 
     def _pick(self, now: float, peer: SimPeer, slots: int) -> None:
-        """Start up to ``slots`` piece requests, chosen by the peer's piece picker: within
-        its rack stripe first, from every parent's whole list if that left it idle; from
-        other racks' parents only the pieces the scheduler lets it claim."""
-        picks = None
-        held = self._held_mask(now, peer) if peer.held else 0
-        if peer.stripe is not None and peer.striped:
-            picks = self._picks(now, peer, slots, peer.striped, peer.stripe_keep & ~held)
-            if stripe_blocks(peer.stripe, picks, len(peer.in_flight)):
-                picks = None
-        if picks is None:
-            if held:
-                picks = self._picks(now, peer, slots, peer.striped, ~held)
-            else:
-                picks = self._picks(now, peer, slots, _NO_STRIPE, -1)
-        if peer.striped:
-            picks = self._claimed(now, peer, picks)
-        for index, parent_id in picks:
+        """Start up to ``slots`` piece requests, as ``simulations.sim_picking`` chooses."""
+        for index, parent_id in self._chooser.choose(now, peer, slots):
             self._request(now, peer, index, parent_id)
-
-    def _held_mask(self, now: float, peer: SimPeer) -> int:
-        """The pieces a rack-mate claimed that the peer still leaves to rack-mates."""
-        mask = 0
-        for index, until in list(peer.held.items()):
-            if until > now:
-                mask |= 1 << index
-            else:
-                del peer.held[index]
-        return mask
-
-    def _claimed(
-        self, now: float, peer: SimPeer, picks: list[tuple[int, str]]
-    ) -> list[tuple[int, str]]:
-        """``picks`` less the pieces from other racks' parents that a rack-mate claimed,
-        as ``peer.conductor`` does; the denied ones are held for ``CLAIM_HOLD_S``."""
-        remote = [index for index, parent_id in picks if parent_id in peer.striped]
-        if not remote:
-            return picks
-        assert self.state is not None
-        granted, claimed = self.state.claim_imports(peer.peer_id, remote, [], now)
-        until = now + CLAIM_HOLD_S
-        for index in claimed:
-            peer.held[index] = until
-        if len(granted) == len(remote):
-            return picks
-        denied = set(remote).difference(granted)
-        return [(index, parent_id) for index, parent_id in picks if index not in denied]
-
-    def _release(self, now: float, peer: SimPeer, index: int) -> None:
-        """The request for a piece claimed from another rack ended: release the claim."""
-        state = self.state
-        if state is not None and not peer.node.host.failed and peer.peer_id in state.peers:
-            state.claim_imports(peer.peer_id, [], [index], now)
-
-    def _picks(
-        self, now: float, peer: SimPeer, slots: int, striped: frozenset[str], keep: int
-    ) -> list[tuple[int, str]]:
-        """The picker's picks, with the parents in ``striped`` holding only what they
-        hold of ``keep`` (the stripe's mask), as ``peer.piece_picker.within_stripe``."""
-        state = self.state
-        assert state is not None
-        peers = self.peers
-        task_id = peer.layer.task_id
-        trusted = state.tasks[task_id].piece_digests
-        all_trusted = len(trusted) == peer.piece_count
-        seeds: set[str] | frozenset[str] = _NO_SEEDS
-        if all_trusted and not self.seeds and peer.busy_until_s <= now:
-            # The usual case: every piece has a trusted digest (the origin sent each
-            # once), no parent is a seed or left alone for refusing, so the picker gets
-            # every parent's piece list and picks among the first ``window`` pieces the
-            # peer wants that some parent holds, as the conductor's picker does.
-            missing = peer.wanted_mask
-            availability: list[tuple[str, int]] = []
-            for parent_id in peer.parents:
-                mask = peers[parent_id].have_mask
-                availability.append((parent_id, mask & keep if parent_id in striped else mask))
-        else:
-            offered = 0
-            for parent_id in peer.parents:
-                mask = peers[parent_id].have_mask
-                offered |= mask & keep if parent_id in striped else mask
-            candidates = offered & peer.wanted_mask
-            if not candidates:
-                return []
-            if all_trusted:
-                missing = lowest_bits(candidates, self._window)
-            else:
-                missing = self._trusted_window(candidates, trusted)
-            availability, seeds = self._listed(now, peer, missing, task_id, striped, keep)
-        return pick_pieces_masked(
-            missing,
-            availability,
-            peer.load,
-            slots,
-            self._max_per_parent,
-            self._window,
-            self._picker_rng,
-            seeds,
-        )
-
-    def _trusted_window(self, candidates: int, trusted: dict[int, str]) -> int:
-        """The first ``window`` of ``candidates`` (pieces the peer wants and some parent
-        holds) that have a trusted digest: the picker looks at no others, so passing
-        just those gives it the same input that matters and the same picks."""
-        missing = 0
-        taken = 0
-        while candidates and taken < self._window:
-            lowest = candidates & -candidates
-            candidates ^= lowest
-            if lowest.bit_length() - 1 in trusted:
-                missing |= lowest
-                taken += 1
-        return missing
-
-    def _listed(
-        self,
-        now: float,
-        peer: SimPeer,
-        missing: int,
-        task_id: str,
-        striped: frozenset[str],
-        keep: int,
-    ) -> tuple[list[tuple[str, int]], set[str] | frozenset[str]]:
-        """What each parent's piece list says, and which parents are seeds: parents that
-        refused a request for want of a slot are left alone a moment, a seed lists only
-        what it offers of ``missing`` (peer.seed_offer), and a parent in ``striped`` only
-        what it holds of ``keep``."""
-        assert self.state is not None
-        busy_until = peer.busy_until
-        availability = []
-        seeds: set[str] | frozenset[str] = _NO_SEEDS
-        for parent_id in peer.parents:
-            if busy_until.get(parent_id, 0.0) > now:
-                continue
-            parent = self.peers[parent_id]
-            if parent.is_seed:
-                seeds = {parent_id} if not seeds else {*seeds, parent_id}
-                offer = self._offers.setdefault(parent_id, SeedOffer())
-                if offer.spread_due(now):
-                    offer.set_spread(self.state.task_spread(task_id))
-                offered = 0
-                for index in offer.offered(indices(missing), now):
-                    offered |= 1 << index
-                availability.append((parent_id, offered))
-            elif parent_id in striped:
-                availability.append((parent_id, parent.have_mask & keep))
-            else:
-                availability.append((parent_id, parent.have_mask))
-        return availability, seeds
 
     def _poll(self, now: float, peer: SimPeer) -> None:
         peer.poll_pending = False
@@ -508,7 +367,7 @@ class Swarm:
             offer.release(index, now, sent=True)
             self.counters.seed_upload_bytes += size
         elif cross_rack:
-            self._release(now, peer, index)
+            self._chooser.release(now, peer, index)
         if flow.failed:
             self.churn.piece_lost(now, peer, index)
             return
@@ -521,7 +380,7 @@ class Swarm:
     def _refused(self, now: float, request: _Request) -> None:
         peer, index, parent_id = request[:3]
         if request[8] and request[6] is None:
-            self._release(now, peer, index)
+            self._chooser.release(now, peer, index)
         peer.in_flight.pop(index)
         peer.wanted_mask |= 1 << index
         peer.load[parent_id] -= 1

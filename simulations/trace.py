@@ -311,8 +311,8 @@ def record(swarm: Swarm, sink: Callable[[Step], None]) -> TraceHeader:
         raise TraceError("direct pulls use no scheduler: there is nothing to trace")
     if state.hosts or swarm.queue.processed:
         raise TraceError("a trace must start before the run does")
-    swarm.state = TracingState(
-        state.settings, state.evaluator, state.recorder, sink, lambda: swarm.queue.now
+    swarm.use_state(
+        TracingState(state.settings, state.evaluator, state.recorder, sink, lambda: swarm.queue.now)
     )
     # The scenario as JSON has it (lists, not tuples), so a header read back compares equal.
     scenario = json.loads(json.dumps(dataclasses.asdict(swarm.scenario)))

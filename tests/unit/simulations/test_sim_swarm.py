@@ -275,10 +275,10 @@ def test_simulator_imports_the_scheduler_core_and_defines_no_scheduler() -> None
         "pick_pieces",
         "pick_pieces_masked",
     }
-    from simulations import swarm
+    from simulations import sim_picking, swarm
 
     assert swarm.SchedulerState.__module__ == "scheduler.core.state"
-    assert swarm.pick_pieces_masked.__module__ == "peer.piece_picker"
+    assert sim_picking.pick_pieces_masked.__module__ == "peer.piece_picker"
 
 
 def test_scenario_files_load_and_unknown_keys_are_refused(tmp_path: Path) -> None:
