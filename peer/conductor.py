@@ -70,8 +70,8 @@ SWARM_ORIGIN_CONCURRENCY = 1
 # at once only burns its CPU on refusals (measured: tens of thousands per minute).
 BUSY_BACKOFF_S = 0.25
 # A piece the scheduler would not let this peer fetch from another rack (a rack-mate
-# claimed it, ``scheduler.core.claims``) is left to rack-mates this long before it is
-# claimed again: by then the rack-mate has it, or its claim has gone.
+# claimed it, ``scheduler.core.claims``, or holds it) is left to rack-mates this long
+# before it is claimed again: by then the rack-mate has it, or its claim has gone.
 CLAIM_HOLD_S = 0.05
 
 
@@ -299,20 +299,28 @@ class SwarmSupplier:
         self, swarm: _Swarm, picks: list[tuple[int, str]], now: float
     ) -> list[tuple[int, str]]:
         """``picks`` less the pieces to fetch from other racks that a rack-mate claimed
-        (``scheduler.core.claims``); every piece rack-mates claimed is left to them for
-        ``CLAIM_HOLD_S``. Releases the claims of finished requests on the way. A
-        scheduler that does not answer holds nothing up: the picks go ahead unclaimed."""
+        (``scheduler.core.claims``) or holds; every piece rack-mates claimed or hold is
+        left to them for ``CLAIM_HOLD_S``, and the rack-mates the scheduler names as
+        holders become parents (``scheduler.core.rack_holders``). Releases the claims
+        of finished requests on the way. A scheduler that does not answer holds nothing
+        up: the picks go ahead unclaimed."""
         remote = [index for index, parent_id in picks if parent_id in swarm.other_racks]
         if not remote and not swarm.releases:
             return picks
         releases, swarm.releases = swarm.releases, []
         try:
-            granted, claimed = await self._scheduler.claim_imports(self.peer_id, remote, releases)
+            granted, claimed, holders = await self._scheduler.claim_imports(
+                self.peer_id, remote, releases
+            )
         except (SchedulerUnavailable, SchedulerRejected) as exc:
             log.debug("import claims of %s unchecked: %s", self.peer_id, exc)
             self._metrics.import_claims.labels("unchecked").inc(len(remote))
             swarm.releases.extend(releases)  # the next call releases them
             return picks
+        if holders:
+            # Rack-mates holding pieces it claimed: parents until the next decision.
+            swarm.parents.update((holder.peer_id, holder) for holder in holders)
+            swarm.watch.follow(swarm.parents.values())
         swarm.claimed.update(granted)
         until = now + CLAIM_HOLD_S
         for index in claimed:

@@ -123,8 +123,8 @@ class PeerMetrics:
         self.import_claims = Counter(
             "p2p_peer_import_claims",
             "Pieces this peer claimed at the scheduler before asking other racks' peers "
-            "for them, by outcome: granted, denied (a rack-mate is fetching it; this "
-            "peer gets it from the rack-mate), unchecked (the scheduler did not answer).",
+            "for them, by outcome: granted, denied (a rack-mate is fetching or holds it; "
+            "this peer gets it from the rack-mate), unchecked (the scheduler did not answer).",
             ["outcome"],
             registry=r,
         )

@@ -17,7 +17,7 @@ import logging
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import aiohttp
 
@@ -71,6 +71,14 @@ class WaitAndRetry:
 Decision: TypeAlias = UseParents | GoToSource | WaitAndRetry
 
 
+class Claims(NamedTuple):
+    """A claims answer: pieces granted, pieces to leave to rack-mates, new parents."""
+
+    granted: set[int]
+    claimed: set[int]
+    holders: tuple[ParentInfo, ...] = ()
+
+
 @dataclass(frozen=True)
 class HostAnnouncement:
     host_id: str
@@ -92,17 +100,7 @@ def parse_decision(body: Any) -> Decision:
     try:
         action = body["action"]
         if action == "parents":
-            parents = tuple(
-                ParentInfo(
-                    str(p["peer_id"]),
-                    str(p["host_id"]),
-                    str(p["address"]),
-                    int(p["piece_port"]),
-                    float(p["score"]),
-                    _flag(p.get("other_rack")),
-                )
-                for p in body["parents"]
-            )
+            parents = tuple(_parent_info(p) for p in body["parents"])
             digests = {int(k): str(v) for k, v in (body.get("piece_digests") or {}).items()}
             return UseParents(parents, digests, _stripe(body.get("stripe")))
         if action == "back_to_source":
@@ -112,6 +110,19 @@ def parse_decision(body: Any) -> Decision:
     except (KeyError, TypeError, ValueError) as exc:
         raise SchedulerRejected(200, f"malformed decision {body!r}: {exc!r}") from exc
     raise SchedulerRejected(200, f"unknown decision action {action!r}")
+
+
+def _parent_info(p: Any) -> ParentInfo:
+    """One parent of a decision or a claims answer (raises KeyError, TypeError or
+    ValueError on a bad one)."""
+    return ParentInfo(
+        str(p["peer_id"]),
+        str(p["host_id"]),
+        str(p["address"]),
+        int(p["piece_port"]),
+        float(p["score"]),
+        _flag(p.get("other_rack")),
+    )
 
 
 def _flag(value: Any) -> bool:
@@ -214,20 +225,21 @@ class SchedulerClient:
         reply = await self._call("POST", f"/peers/{peer_id}/block", {"parent_id": parent_id})
         return parse_decision(reply)
 
-    async def claim_imports(
-        self, peer_id: str, claim: list[int], release: list[int]
-    ) -> tuple[set[int], set[int]]:
+    async def claim_imports(self, peer_id: str, claim: list[int], release: list[int]) -> Claims:
         """Of ``claim``, the pieces this peer may fetch from other racks' normal peers now,
-        after releasing ``release``, and the pieces its rack-mates are fetching from
-        other racks (``scheduler.core.claims``)."""
+        after releasing ``release``; the pieces its rack-mates are fetching from other
+        racks or hold; and the rack-mates that became its parents for those it holds
+        (``scheduler.core.claims``, ``scheduler.core.rack_holders``)."""
         body = {"claim": claim, "release": release}
         reply = await self._call("POST", f"/peers/{peer_id}/claims", body)
         try:
             granted = {int(index) for index in reply["granted"]}
             claimed = {int(index) for index in reply["claimed"]}
-        except (KeyError, TypeError, ValueError) as exc:
+            # A scheduler from before rack holders sends none.
+            holders = tuple(_parent_info(p) for p in reply.get("holders") or ())
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SchedulerRejected(200, f"malformed claims answer {reply!r}: {exc!r}") from exc
-        return granted & set(claim), claimed
+        return Claims(granted & set(claim), claimed, holders)
 
     async def report(self, peer_id: str, transfers: list[PieceTransfer]) -> None:
         reports = [

@@ -7,7 +7,8 @@ a seed lists only what its ``SeedOffer`` allows. With a rack stripe, parents in 
 racks count as holding only its pieces unless that leaves the peer idle
 (``peer.piece_picker.stripe_blocks``); pieces asked of other racks' parents are claimed
 first (``SchedulerState.claim_imports``) and released when the request ends, and every
-piece a rack-mate claimed is left to rack-mates for ``CLAIM_HOLD_S``.
+piece a rack-mate claimed or holds is left to rack-mates for ``CLAIM_HOLD_S``; the
+rack-mates the scheduler names as holders become parents.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ class PieceChooser:
         if not remote:
             return picks
         assert self.state is not None
-        granted, claimed = self.state.claim_imports(peer.peer_id, remote, [], now)
+        granted, claimed, holders, _ = self.state.claim_imports(peer.peer_id, remote, [], now)
+        for holder in holders:
+            # A rack-mate holding pieces asked for, now a parent (scheduler.core.rack_holders).
+            if holder.peer_id not in peer.parents:
+                peer.parents.append(holder.peer_id)
         until = now + CLAIM_HOLD_S
         for index in claimed:
             peer.held[index] = until

@@ -21,6 +21,23 @@ completion / bound): default 6.14 -> 6.14x and 5.35 -> 5.42x, oversubscribed 6.2
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from scheduler.core.decisions import ParentChoice
+
+
+class ClaimsAnswer(NamedTuple):
+    """What ``SchedulerState.claim_imports`` answers a peer."""
+
+    # The pieces it may fetch from other racks' normal peers now.
+    granted: list[int]
+    # Pieces to leave to rack-mates for a moment: they are fetching them from other
+    # racks, or hold them (``scheduler.core.rack_holders``).
+    claimed: list[int]
+    # Rack-mates now linked as its parents, holding pieces it asked for.
+    holders: tuple[ParentChoice, ...] = ()
+    # How many of the pieces it asked for a rack-mate holds and serves instead.
+    in_rack: int = 0
 
 
 class RackClaims:

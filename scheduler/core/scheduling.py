@@ -45,7 +45,7 @@ def decide(
     best, rejected = best_parents(child, settings, evaluator, now, rng, in_rack)
     if best:
         rack = child.host.rack_key if child.host.rack else None
-        choices = tuple(_choice(parent, score, rack) for parent, score in best)
+        choices = tuple(parent_choice(parent, score, rack) for parent, score in best)
         stripe = None
         if settings.rack_stripes > 1 and any(choice.other_rack for choice in choices):
             stripe = stripe_for(child, settings.rack_gateways, settings.rack_stripes)
@@ -151,7 +151,8 @@ def best_parents(
     return ranked[: settings.parents_per_decision], tuple(rejected)
 
 
-def _choice(parent: Peer, score: float, rack: tuple[str, str] | None) -> ParentChoice:
+def parent_choice(parent: Peer, score: float, rack: tuple[str, str] | None) -> ParentChoice:
+    """``parent`` as the child (of ``rack``, None: no rack label) is told of it."""
     host = parent.host
     other_rack = rack is not None and in_other_rack(parent, rack)
     return ParentChoice(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+from scheduler.core.claims import ClaimsAnswer
 from scheduler.core.decisions import BackToSource, Decision, Parents, Removal, RetryLater
 from scheduler.core.errors import (
     ConflictError,
@@ -33,7 +34,8 @@ from scheduler.core.events import (
 from scheduler.core.model import Host, Peer, PeerState, Task
 from scheduler.core.piece_costs import PieceCostWindow
 from scheduler.core.rack_flow import RackFlows
-from scheduler.core.scheduling import decide
+from scheduler.core.rack_holders import rack_holders
+from scheduler.core.scheduling import decide, parent_choice
 from scheduler.core.settings import SchedulerSettings
 from scheduler.core.transfers import TransferRecorder
 
@@ -380,11 +382,13 @@ class SchedulerState:
 
     def claim_imports(
         self, peer_id: str, pieces: list[int], released: list[int], now: float
-    ) -> tuple[list[int], list[int]]:
+    ) -> ClaimsAnswer:
         """Which of ``pieces`` the peer may fetch from other racks' normal peers now, after
         releasing ``released``, and (if it claimed any) which pieces its rack-mates are
-        fetching from other racks (``scheduler.core.claims``). A peer without a rack
-        label, a seed, or claims turned off: all of them, and none."""
+        fetching from other racks (``scheduler.core.claims``). Pieces a rack-mate with a
+        free upload slot holds are not granted: that rack-mate is linked as a parent
+        instead (``scheduler.core.rack_holders``). A peer without a rack label, a seed,
+        or claims turned off: all of them, and none."""
         peer = self.peer(peer_id)
         task = peer.task
         for field, indices in (("claim", pieces), ("release", released)):
@@ -395,11 +399,33 @@ class SchedulerState:
                     f"piece {bad} out of range: task {task.task_id!r} has "
                     f"{task.piece_count} pieces",
                 )
-        lease_s = self.settings.rack_claim_lease_s
+        settings = self.settings
+        lease_s = settings.rack_claim_lease_s
         if not peer.host.rack or peer.host.is_seed or lease_s <= 0:
-            return list(dict.fromkeys(pieces)), []
-        return task.import_claims.claim(
-            peer.host.rack_key, peer_id, pieces, released, now, lease_s, task.peers.__contains__
+            return ClaimsAnswer(list(dict.fromkeys(pieces)), [])
+        rack = peer.host.rack_key
+        inside: dict[int, Peer] = {}
+        new: list[Peer] = []
+        if pieces and settings.rack_holders_per_claim:
+            inside, new = rack_holders(peer, pieces, settings.rack_holders_per_claim)
+            for holder in new:
+                self._link(peer, holder)
+        granted, claimed = task.import_claims.claim(
+            rack,
+            peer_id,
+            [index for index in pieces if index not in inside],
+            released,
+            now,
+            lease_s,
+            task.peers.__contains__,
+        )
+        if not inside:
+            return ClaimsAnswer(granted, claimed)
+        return ClaimsAnswer(
+            granted,
+            sorted({*claimed, *inside}),
+            tuple(parent_choice(holder, 0.0, rack) for holder in new),  # not scored
+            len(inside),
         )
 
     def task_spread(self, task_id: str) -> list[int]:

@@ -210,12 +210,20 @@ class SchedulerApi:
     async def claim_imports(self, request: web.Request) -> web.Response:
         peer_id = wire.path_identifier(request.match_info["peer_id"], "peer_id")
         claim, release = wire.import_claims(await read_body(request))
-        granted, claimed = await self._writer.submit(
+        answer = await self._writer.submit(
             lambda state, now, rng: state.claim_imports(peer_id, claim, release, now)
         )
-        self._metrics.import_claims.labels("granted").inc(len(granted))
-        self._metrics.import_claims.labels("denied").inc(len(set(claim)) - len(granted))
-        return web.json_response({"granted": granted, "claimed": claimed})
+        claims = self._metrics.import_claims
+        claims.labels("granted").inc(len(answer.granted))
+        claims.labels("in_rack").inc(answer.in_rack)
+        claims.labels("denied").inc(len(set(claim)) - len(answer.granted) - answer.in_rack)
+        return web.json_response(
+            {
+                "granted": answer.granted,
+                "claimed": answer.claimed,
+                "holders": [wire.parent_choice_json(holder) for holder in answer.holders],
+            }
+        )
 
     async def finish_peer(self, request: web.Request) -> web.Response:
         peer_id = wire.path_identifier(request.match_info["peer_id"], "peer_id")

@@ -91,11 +91,12 @@ class SchedulerMetrics:
         self.import_claims = Counter(
             "p2p_scheduler_import_claims",
             "Pieces rack peers claimed before fetching them from other racks, by outcome "
-            "(granted; denied: a rack-mate is fetching it).",
+            "(granted; denied: a rack-mate is fetching it; in_rack: a rack-mate holds it "
+            "and serves it instead).",
             ["outcome"],
             registry=r,
         )
-        for outcome in ("granted", "denied"):
+        for outcome in ("granted", "denied", "in_rack"):
             self.import_claims.labels(outcome)  # exported at 0 before the first claim
         self.piece_reports = Counter(
             "p2p_scheduler_piece_reports",

@@ -217,7 +217,10 @@ DOCUMENT: dict[str, Any] = {
                 "ImportClaims",
                 "One peer of a rack at a time fetches a piece from other racks' normal "
                 "peers: a piece is granted until its claimant releases it or for "
-                "`rack_claim_lease_s` (10 s). A peer without a rack label, a seed, or a "
+                "`rack_claim_lease_s` (10 s). A piece a rack-mate already holds is not "
+                "granted when a current parent of the peer or a rack-mate with a free "
+                "upload slot holds it: up to `rack_holders_per_claim` (4) such rack-mates "
+                "become its parents (`holders`). A peer without a rack label, a seed, or a "
                 "scheduler with claims off gets every piece. Rule across fields (400): "
                 "every index is below the task's piece count.",
             ),

@@ -209,7 +209,7 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "GrantedClaims": _object(
-        ["granted", "claimed"],
+        ["granted", "claimed", "holders"],
         granted={
             "type": "array",
             "items": _PIECE_INDEX,
@@ -220,7 +220,15 @@ SCHEMAS: dict[str, Any] = {
             "type": "array",
             "items": _PIECE_INDEX,
             "description": "Every piece the peer's rack-mates are fetching from other "
-            "racks (empty when `claim` was): it gets those from them instead.",
+            "racks (empty when `claim` was), and the claimed pieces a rack-mate holds: "
+            "it gets those from them instead.",
+        },
+        holders={
+            "type": "array",
+            "items": ref("ParentChoice"),
+            "description": "Rack-mates holding claimed pieces, now parents of the peer "
+            "besides those of its last decision (score 0: not scored). It asks them for "
+            "those pieces.",
         },
     ),
     "FailureReport": _object(

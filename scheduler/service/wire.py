@@ -17,6 +17,7 @@ from scheduler.core import (
     BackToSource,
     Decision,
     HostAnnounced,
+    ParentChoice,
     Parents,
     PeerRegistered,
     PieceReport,
@@ -182,18 +183,7 @@ def decision_json(decision: Decision, piece_digests: Mapping[int, str]) -> dict[
     if isinstance(decision, Parents):
         return {
             "action": ACTION_PARENTS,
-            "parents": [
-                {
-                    "peer_id": choice.peer_id,
-                    "host_id": choice.host_id,
-                    "address": choice.address,
-                    "piece_port": choice.piece_port,
-                    # JSON has no NaN; an evaluator that produced one ranked it last anyway.
-                    "score": choice.score if math.isfinite(choice.score) else 0.0,
-                    "other_rack": choice.other_rack,
-                }
-                for choice in decision.parents
-            ],
+            "parents": [parent_choice_json(choice) for choice in decision.parents],
             "stripe": (
                 {"index": decision.stripe.index, "count": decision.stripe.count}
                 if decision.stripe is not None
@@ -208,6 +198,19 @@ def decision_json(decision: Decision, piece_digests: Mapping[int, str]) -> dict[
         "action": ACTION_RETRY_LATER,
         "after_s": decision.after_s,
         "reason": str(decision.reason),
+    }
+
+
+def parent_choice_json(choice: ParentChoice) -> dict[str, Any]:
+    """One parent as a decision or a claims answer names it."""
+    return {
+        "peer_id": choice.peer_id,
+        "host_id": choice.host_id,
+        "address": choice.address,
+        "piece_port": choice.piece_port,
+        # JSON has no NaN; an evaluator that produced one ranked it last anyway.
+        "score": choice.score if math.isfinite(choice.score) else 0.0,
+        "other_rack": choice.other_rack,
     }
 
 

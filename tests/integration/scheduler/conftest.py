@@ -218,6 +218,10 @@ async def drive_traffic(client: SchedulerClient) -> None:
     await client.call("POST", "/api/v1/peers/p3/block", {"parent_id": "seed"})
     await client.report("p3", report(1, "p2", digest=piece_digest(1, salt="evil")))
     await client.digests()
+    # p4, p3's rack-mate, holds piece 2: p3 gets it from p4 (a holder in the answer).
+    # p4 holds p3's piece 0 too, so p3 is not its parent (a holder never closes a cycle).
+    await client.announce("h4", idc="dc1", rack="r3")
+    await client.register("p4", "h4", pieces=[0, 2])
     await client.call("POST", "/api/v1/peers/p3/claims", {"claim": [2, 3], "release": []})
     await client.call("POST", "/api/v1/peers/p3/claims", {"claim": [PIECES]})
     await client.call("POST", "/api/v1/peers/seed/finished")

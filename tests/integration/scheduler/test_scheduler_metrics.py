@@ -40,8 +40,8 @@ async def test_metrics_after_traffic(scheduler: SchedulerClient) -> None:
     assert sample(text, "p2p_scheduler_candidates_filtered_total", reason="blocked") >= 1
     assert sample(text, "p2p_scheduler_candidates_filtered_total", reason="self") >= 1
     for event, count in [
-        ("host_announced", 4),
-        ("peer_registered", 4),
+        ("host_announced", 5),
+        ("peer_registered", 5),
         ("peer_finished", 1),
         ("peer_failed", 1),
         ("peer_left", 1),
@@ -49,6 +49,9 @@ async def test_metrics_after_traffic(scheduler: SchedulerClient) -> None:
         ("parent_reported", 1),
     ]:
         assert sample(text, "p2p_scheduler_events_total", type=event) == count, event
+    # p3 claimed pieces 2 and 3 (then an out-of-range one): its rack-mate p4 holds 2.
+    for outcome, count in [("granted", 1), ("in_rack", 1), ("denied", 0)]:
+        assert sample(text, "p2p_scheduler_import_claims_total", outcome=outcome) == count
     assert sample(text, "p2p_scheduler_piece_reports_total", result="failed") == 1
     assert sample(text, "p2p_scheduler_piece_reports_total", result="ok") == 5
     # The 409 for the contradicting digest, the 404 and the 400.
@@ -61,6 +64,6 @@ async def test_metrics_after_traffic(scheduler: SchedulerClient) -> None:
         )
         == 1
     )
-    assert sample(text, "p2p_scheduler_hosts") == 3
-    assert sample(text, "p2p_scheduler_peers") == 1
+    assert sample(text, "p2p_scheduler_hosts") == 4
+    assert sample(text, "p2p_scheduler_peers") == 2
     assert sample(text, "p2p_scheduler_tasks") == 1

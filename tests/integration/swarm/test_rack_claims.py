@@ -8,10 +8,14 @@ them all from the other rack.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -39,8 +43,11 @@ LEASE_S = 3.0
 @pytest.fixture
 async def scheduler_server() -> AsyncIterator[TestServer]:
     """The swarm's scheduler (``start_swarm_peer`` points peers at it): claims lapse
-    after ``LEASE_S``, stripes off so that only claims hold the child back."""
-    settings = SchedulerSettings(rack_claim_lease_s=LEASE_S, rack_stripes=0)
+    after ``LEASE_S``, stripes off so that only claims hold the child back; a throttled
+    parent is never flagged slow (its first pieces come in a burst)."""
+    settings = SchedulerSettings(
+        rack_claim_lease_s=LEASE_S, rack_stripes=0, slow_cost_factor=1e6, slow_cost_min_ratio=1e6
+    )
     config = SchedulerConfig(token=TOKEN, rng_seed=1, scheduling=settings)
     server = TestServer(create_app(config), host="127.0.0.1")
     await server.start_server()
@@ -56,10 +63,20 @@ async def image(registry: RegistryProcess, tmp_path: Path) -> PushedImage:
 
 
 async def _start(
-    start_swarm_peer: SwarmFactory, registry: RegistryProcess, name: str, rack: str
+    start_swarm_peer: SwarmFactory,
+    registry: RegistryProcess,
+    name: str,
+    rack: str,
+    **settings: Any,
 ) -> PeerDaemon:
     return await start_swarm_peer(
-        name, registry.host, registry.url, idc="dc1", rack=rack, min_piece_bytes=PIECE_BYTES
+        name,
+        registry.host,
+        registry.url,
+        idc="dc1",
+        rack=rack,
+        min_piece_bytes=PIECE_BYTES,
+        **settings,
     )
 
 
@@ -68,7 +85,7 @@ async def _claim_everything_for_a_rack_mate(server: TestServer, image: PushedIma
     pieces = list(range(size // PIECE_BYTES))
     peer_id = await register_idle_peer(server, "busy", "r1", digest, size, PIECE_BYTES)
     answer = await post_to_scheduler(server, f"/api/v1/peers/{peer_id}/claims", {"claim": pieces})
-    assert answer == {"granted": pieces, "claimed": []}
+    assert answer == {"granted": pieces, "claimed": [], "holders": []}
 
 
 async def test_pieces_a_rack_mate_claimed_are_left_to_it_until_the_claims_lapse(
@@ -94,3 +111,47 @@ async def test_pieces_a_rack_mate_claimed_are_left_to_it_until_the_claims_lapse(
     assert claims.labels("granted")._value.get() >= size // PIECE_BYTES
     assert claims.labels("unchecked")._value.get() == 0
     assert child.metrics.other_rack_bytes._value.get() == image.total_blob_bytes
+
+
+async def test_a_dead_rack_mate_named_as_holder_does_not_stall_the_pull(
+    image: PushedImage,
+    registry: RegistryProcess,
+    start_swarm_peer: SwarmFactory,
+    scheduler_server: TestServer,
+) -> None:
+    """Midway through the child's pull, a rack-mate that claims to hold every piece but
+    serves none registers. The scheduler names it as the holder of the pieces the child
+    claims from the other rack (``scheduler.core.rack_holders``), and a top-up decision
+    may pick it too; either way the child finds it unreachable, blocks it, and still
+    gets everything from the other rack, none from the registry."""
+    ((digest, size),) = image.layers
+    # Slow enough (8 MiB in about 4 s) that the child is mid-pull when the rack-mate comes.
+    far = await _start(start_swarm_peer, registry, "far", "r2", upload_rate_bps=2 * MiB)
+    assert await _pull_all(far, image) == {d: d for d in image.blob_digests}
+    await _wait_idle([far])
+    child = await _start(start_swarm_peer, registry, "child", "r1")
+    pull = asyncio.create_task(_pull_all(child, image))
+    await asyncio.sleep(0.5)
+    assert not pull.done()
+    peer_id = await register_idle_peer(scheduler_server, "dead", "r1", digest, size, PIECE_BYTES)
+    pieces = list(range(size // PIECE_BYTES))
+    body = {
+        "peer_id": peer_id,
+        "task_id": digest,
+        "host_id": "dead",
+        "size_bytes": size,
+        "piece_bytes": PIECE_BYTES,
+        "pieces": pieces,
+    }
+    await post_to_scheduler(scheduler_server, "/api/v1/peers", body)  # now it holds them all
+    assert await pull == {d: d for d in image.blob_digests}
+    assert child.metrics.parent_failures.labels("unreachable")._value.get() >= 1
+    assert child.metrics.download_bytes.labels("origin")._value.get() == 0
+    assert child.metrics.other_rack_bytes._value.get() == image.total_blob_bytes
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(scheduler_server.make_url("/metrics")) as resp,
+    ):
+        text = await resp.text()
+    in_rack = re.search(r'import_claims_total\{outcome="in_rack"\} (\S+)', text)
+    assert in_rack is not None and float(in_rack.group(1)) > 0
