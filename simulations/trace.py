@@ -54,6 +54,7 @@ from scheduler.core import (
     SchedulerSettings,
     SchedulerState,
 )
+from scheduler.core.claims import ClaimsAnswer
 from scheduler.core.transfers import TransferRecorder
 from scheduler.service import wire
 from simulations.report import RunResult, result_of
@@ -107,7 +108,19 @@ class SpreadStep:
     spread: tuple[int, ...]
 
 
-Step: TypeAlias = EventStep | ScheduleStep | SpreadStep
+@dataclass(frozen=True)
+class ClaimsStep:
+    """The peer claimed and released pieces at ``t`` (``SchedulerState.claim_imports``)
+    and got ``answer`` (the service's response shape, ``wire.claims_json``)."""
+
+    t: float
+    peer_id: str
+    claim: tuple[int, ...]
+    release: tuple[int, ...]
+    answer: dict[str, Any]
+
+
+Step: TypeAlias = EventStep | ScheduleStep | SpreadStep | ClaimsStep
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,14 @@ def step_json(step: Step) -> dict[str, Any]:
         return {"t": step.t, "event": type(step.event).__name__, "fields": event_fields(step.event)}
     if isinstance(step, ScheduleStep):
         return {"t": step.t, "schedule": step.peer_id, "decision": step.decision}
+    if isinstance(step, ClaimsStep):
+        return {
+            "t": step.t,
+            "claims": step.peer_id,
+            "claim": list(step.claim),
+            "release": list(step.release),
+            "answer": step.answer,
+        }
     return {"t": step.t, "spread": step.task_id, "result": list(step.spread)}
 
 
@@ -181,6 +202,9 @@ def step_from_json(data: dict[str, Any]) -> Step:
         return ScheduleStep(t, data["schedule"], data["decision"])
     if "spread" in data:
         return SpreadStep(t, data["spread"], tuple(data["result"]))
+    if "claims" in data:
+        claim, release = tuple(data["claim"]), tuple(data["release"])
+        return ClaimsStep(t, data["claims"], claim, release, data["answer"])
     raise TraceError(f"not a trace step: {sorted(data)}")
 
 
@@ -300,6 +324,14 @@ class TracingState(SchedulerState):
         self._sink(SpreadStep(self._clock(), task_id, tuple(spread)))
         return spread
 
+    def claim_imports(
+        self, peer_id: str, pieces: list[int], released: list[int], now: float
+    ) -> ClaimsAnswer:
+        answer = super().claim_imports(peer_id, pieces, released, now)
+        step = ClaimsStep(now, peer_id, tuple(pieces), tuple(released), wire.claims_json(answer))
+        self._sink(step)
+        return answer
+
 
 def record(swarm: Swarm, sink: Callable[[Step], None]) -> TraceHeader:
     """Trace ``swarm``'s calls on the core into ``sink``; call before ``swarm.run()``.
@@ -362,7 +394,7 @@ def core_evaluator(header: TraceHeader) -> Evaluator:
     raise TraceError(f"strategy {strategy!r} has an evaluator only the simulator runs")
 
 
-Query: TypeAlias = ScheduleStep | SpreadStep
+Query: TypeAlias = ScheduleStep | SpreadStep | ClaimsStep
 # A query step's index in the trace, the step, and the answer a replay got for it.
 Answer: TypeAlias = tuple[int, Query, object]
 
@@ -381,13 +413,18 @@ def replay_core(trace: Trace) -> Iterator[Answer]:
             state.apply(step.event, step.t)
         elif isinstance(step, ScheduleStep):
             yield index, step, decision_json(state.schedule(step.peer_id, step.t, rng))
+        elif isinstance(step, ClaimsStep):
+            answer = state.claim_imports(step.peer_id, list(step.claim), list(step.release), step.t)
+            yield index, step, wire.claims_json(answer)
         else:
             yield index, step, tuple(state.task_spread(step.task_id))
 
 
 def expected(step: Query) -> object:
     """The answer the simulator got for a query step."""
-    return step.decision if isinstance(step, ScheduleStep) else step.spread
+    if isinstance(step, ScheduleStep):
+        return step.decision
+    return step.answer if isinstance(step, ClaimsStep) else step.spread
 
 
 def mismatches(answers: Iterable[Answer], limit: int = 5) -> list[str]:
@@ -395,7 +432,13 @@ def mismatches(answers: Iterable[Answer], limit: int = 5) -> list[str]:
     found: list[str] = []
     for index, step, answer in answers:
         if answer != expected(step):
-            what = f"schedule {step.peer_id}" if isinstance(step, ScheduleStep) else "spread"
+            what = (
+                f"schedule {step.peer_id}"
+                if isinstance(step, ScheduleStep)
+                else f"claims {step.peer_id}"
+                if isinstance(step, ClaimsStep)
+                else "spread"
+            )
             found.append(
                 f"step {index} ({what} at t={step.t}): recorded {expected(step)}, got {answer}"
             )

@@ -217,13 +217,7 @@ class SchedulerApi:
         claims.labels("granted").inc(len(answer.granted))
         claims.labels("in_rack").inc(answer.in_rack)
         claims.labels("denied").inc(len(set(claim)) - len(answer.granted) - answer.in_rack)
-        return web.json_response(
-            {
-                "granted": answer.granted,
-                "claimed": answer.claimed,
-                "holders": [wire.parent_choice_json(holder) for holder in answer.holders],
-            }
-        )
+        return web.json_response(wire.claims_json(answer))
 
     async def finish_peer(self, request: web.Request) -> web.Response:
         peer_id = wire.path_identifier(request.match_info["peer_id"], "peer_id")

@@ -24,6 +24,7 @@ from scheduler.core import (
     PiecesReported,
     RetryLater,
 )
+from scheduler.core.claims import ClaimsAnswer
 from scheduler.service.fields import (
     MAX_LABEL_CHARS,
     ObjectReader,
@@ -198,6 +199,15 @@ def decision_json(decision: Decision, piece_digests: Mapping[int, str]) -> dict[
         "action": ACTION_RETRY_LATER,
         "after_s": decision.after_s,
         "reason": str(decision.reason),
+    }
+
+
+def claims_json(answer: ClaimsAnswer) -> dict[str, Any]:
+    """``POST /api/v1/peers/{peer_id}/claims``'s answer."""
+    return {
+        "granted": answer.granted,
+        "claimed": answer.claimed,
+        "holders": [parent_choice_json(holder) for holder in answer.holders],
     }
 
 

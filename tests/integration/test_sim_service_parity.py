@@ -6,8 +6,8 @@ nothing and loses nothing on the way. A trace (``simulations.trace``) holds ever
 the simulated peers fed the core, at their simulated times, and every answer they got.
 Each event becomes the API request a real peer would send, to a real server on a
 loopback port whose clock reads the trace's time and whose ``rng_seed`` is the
-simulator's scheduler seed; every decision and spread the service answers must equal the
-simulator's, one by one.
+simulator's scheduler seed; every decision, claims answer and spread the service answers
+must equal the simulator's, one by one.
 
 Two traces: one committed (``tests/data/sim_parity_trace.jsonl``: a seed peer,
 staggered arrivals, churn), so the service is checked against a fixed input whatever the
@@ -44,6 +44,7 @@ from simulations.scenario import Scenario
 from simulations.swarm import Swarm
 from simulations.trace import (
     Answer,
+    ClaimsStep,
     EventStep,
     ScheduleStep,
     Step,
@@ -175,6 +176,10 @@ class ServiceReplay:
                 else:
                     decision, pending = pending[2], None
                 yield index, step, decision
+            elif isinstance(step, ClaimsStep):
+                path = f"/api/v1/peers/{_quote(step.peer_id)}/claims"
+                body = {"claim": list(step.claim), "release": list(step.release)}
+                yield index, step, await self._call(step.t, "POST", path, body)
             else:
                 path = f"/api/v1/tasks/{_quote(step.task_id)}/pieces"
                 answer = await self._call(step.t, "GET", path, None)
@@ -246,6 +251,8 @@ def _kinds(steps: list[Step]) -> set[str]:
             kinds.add(type(step.event).__name__)
         elif isinstance(step, ScheduleStep):
             kinds.add(f"{step.decision['action']}:{step.decision.get('reason', '')}")
+        elif isinstance(step, ClaimsStep):
+            kinds.add("claims:holders" if step.answer["holders"] else "claims")
         else:
             kinds.add("spread")
     return kinds
@@ -294,6 +301,7 @@ async def test_a_fresh_simulated_run_gets_the_same_decisions_from_the_service(
         "back_to_source:no_source_in_swarm",
         "retry_later:waiting_for_source",
         "retry_later:no_parent_yet",
+        "claims:holders",
     } <= _kinds(trace.steps)
     assert mismatches(replay_core(trace)) == []
     replay = await service_for(trace.header)

@@ -15,6 +15,7 @@ from peer.daemon import PeerDaemon
 from registry_proxy.upstream import UpstreamConfig
 from scheduler.service.app import create_app
 from scheduler.service.config import SchedulerConfig
+from tests.support.registry import RegistryProcess
 
 TOKEN = "swarm-test-token"
 
@@ -105,3 +106,23 @@ async def register_idle_peer(
     await post_to_scheduler(server, "/api/v1/hosts", host)
     await post_to_scheduler(server, "/api/v1/peers", peer)
     return peer_id
+
+
+async def start_rack_peer(
+    start_swarm_peer: SwarmFactory,
+    registry: RegistryProcess,
+    name: str,
+    rack: str,
+    piece_bytes: int,
+    **settings: Any,
+) -> PeerDaemon:
+    """A swarm peer in idc dc1 and ``rack`` that cuts blobs into ``piece_bytes`` pieces."""
+    return await start_swarm_peer(
+        name,
+        registry.host,
+        registry.url,
+        idc="dc1",
+        rack=rack,
+        min_piece_bytes=piece_bytes,
+        **settings,
+    )

@@ -29,6 +29,7 @@ from tests.integration.swarm.conftest import (
     SwarmFactory,
     post_to_scheduler,
     register_idle_peer,
+    start_rack_peer,
 )
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.images import PushedImage, push_image_async
@@ -69,15 +70,7 @@ async def _start(
     rack: str,
     **settings: Any,
 ) -> PeerDaemon:
-    return await start_swarm_peer(
-        name,
-        registry.host,
-        registry.url,
-        idc="dc1",
-        rack=rack,
-        min_piece_bytes=PIECE_BYTES,
-        **settings,
-    )
+    return await start_rack_peer(start_swarm_peer, registry, name, rack, PIECE_BYTES, **settings)
 
 
 async def _claim_everything_for_a_rack_mate(server: TestServer, image: PushedImage) -> None:
@@ -155,3 +148,22 @@ async def test_a_dead_rack_mate_named_as_holder_does_not_stall_the_pull(
         text = await resp.text()
     in_rack = re.search(r'import_claims_total\{outcome="in_rack"\} (\S+)', text)
     assert in_rack is not None and float(in_rack.group(1)) > 0
+
+
+async def test_nothing_crosses_the_uplink_that_a_rack_mate_holds(
+    image: PushedImage,
+    registry: RegistryProcess,
+    start_swarm_peer: SwarmFactory,
+    scheduler_server: TestServer,
+) -> None:
+    """ "mate" (r1) holds the blob when "child" (r1) pulls: every claim the child makes on
+    a piece from "far" (r2) finds mate holding it, so the child gets everything inside
+    its rack (``scheduler.core.rack_holders``)."""
+    for name, rack in (("far", "r2"), ("mate", "r1")):
+        peer = await _start(start_swarm_peer, registry, name, rack)
+        assert await _pull_all(peer, image) == {d: d for d in image.blob_digests}
+        await _wait_idle([peer])
+    child = await _start(start_swarm_peer, registry, "child", "r1")
+    assert await _pull_all(child, image) == {d: d for d in image.blob_digests}
+    assert child.metrics.other_rack_bytes._value.get() in (0, image.config_size)
+    assert child.metrics.download_bytes.labels("peer")._value.get() == image.total_blob_bytes

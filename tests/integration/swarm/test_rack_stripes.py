@@ -17,10 +17,16 @@ from aiohttp.test_utils import TestServer
 from peer.config import PeerConfig
 from peer.daemon import PeerDaemon
 from peer.pieces import MiB
+from scheduler.core import SchedulerSettings
 from scheduler.service.app import create_app
 from scheduler.service.config import SchedulerConfig
 from scheduler.service.records import RECORDS_FILE
-from tests.integration.swarm.conftest import TOKEN, SwarmFactory, register_idle_peer
+from tests.integration.swarm.conftest import (
+    TOKEN,
+    SwarmFactory,
+    register_idle_peer,
+    start_rack_peer,
+)
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.images import PushedImage, push_image_async
 from tests.support.polling import wait_until
@@ -34,9 +40,14 @@ PIECE_BYTES = 256 * 1024
 @pytest.fixture
 async def scheduler_server(tmp_path: Path) -> AsyncIterator[TestServer]:
     """The swarm's scheduler (``start_swarm_peer`` points peers at it), keeping
-    transfer records."""
+    transfer records. Rack holders off: with them, a rack-mate holding every piece
+    would serve the child all of them, leaving no stripe to test."""
     config = SchedulerConfig(
-        token=TOKEN, rng_seed=1, records_dir=str(tmp_path / "records"), records_flush_s=0.1
+        token=TOKEN,
+        rng_seed=1,
+        records_dir=str(tmp_path / "records"),
+        records_flush_s=0.1,
+        scheduling=SchedulerSettings(rack_holders_per_claim=0),
     )
     server = TestServer(create_app(config), host="127.0.0.1")
     await server.start_server()
@@ -64,14 +75,7 @@ async def image(registry: RegistryProcess, tmp_path: Path) -> PushedImage:
 @pytest.fixture
 def start_peer(registry: RegistryProcess, start_swarm_peer: SwarmFactory) -> PeerFactory:
     async def start(name: str, rack: str) -> PeerDaemon:
-        return await start_swarm_peer(
-            name,
-            registry.host,
-            registry.url,
-            idc="dc1",
-            rack=rack,
-            min_piece_bytes=PIECE_BYTES,
-        )
+        return await start_rack_peer(start_swarm_peer, registry, name, rack, PIECE_BYTES)
 
     return start
 

@@ -328,19 +328,28 @@ def test_rack_stripes_cut_the_bytes_crossing_rack_uplinks() -> None:
     assert on < 0.85 * off, (on / MiB, off / MiB)
 
 
+def _with_and_without(off: dict[str, Any], **changes: Any) -> tuple[float, float, int, int]:
+    """Summed makespans and bytes across racks of ``_thin_uplink_racks`` (seeds 1, 3, 5)
+    with ``changes``, then with ``off`` on top: (on, off, crossed on, crossed off)."""
+    on_s = off_s = 0.0
+    crossed = uncrossed = 0
+    for seed in (1, 3, 5):
+        base = _thin_uplink_racks(seed, **changes)
+        with_it, without = simulate(base), simulate(base.replace(**off))
+        assert with_it.complete and without.complete
+        on_s += with_it.makespan_s
+        off_s += without.makespan_s
+        crossed += with_it.cross_rack_bytes
+        uncrossed += without.cross_rack_bytes
+    return on_s, off_s, crossed, uncrossed
+
+
 def test_rack_claims_speed_up_racks_behind_thin_uplinks() -> None:
     # The same racks with a seed, stripes off: claims alone keep rack-mates from
     # fetching the same piece from other racks at the same time.
-    on = off = 0.0
-    crossed = uncrossed = 0
-    for seed in (1, 3, 5):
-        base = _thin_uplink_racks(seed, seed_peers=1, rack_stripes=0)
-        claimed, unclaimed = simulate(base), simulate(base.replace(rack_claim_lease_s=0))
-        assert claimed.complete and unclaimed.complete
-        on += claimed.makespan_s
-        off += unclaimed.makespan_s
-        crossed += claimed.cross_rack_bytes
-        uncrossed += unclaimed.cross_rack_bytes
+    on, off, crossed, uncrossed = _with_and_without(
+        {"rack_claim_lease_s": 0}, seed_peers=1, rack_stripes=0
+    )
     assert on < 0.85 * off, (on, off)
     assert crossed < uncrossed, (crossed / MiB, uncrossed / MiB)
 
@@ -348,15 +357,6 @@ def test_rack_claims_speed_up_racks_behind_thin_uplinks() -> None:
 def test_pieces_a_rack_holds_cross_its_uplink_once() -> None:
     # The same racks with a seed: a piece a rack-mate holds is fetched from it (the
     # scheduler links it as a parent) instead of from another rack again.
-    on = off = 0.0
-    crossed = uncrossed = 0
-    for seed in (1, 3, 5):
-        base = _thin_uplink_racks(seed, seed_peers=1)
-        kept, imported = simulate(base), simulate(base.replace(rack_holders_per_claim=0))
-        assert kept.complete and imported.complete
-        on += kept.makespan_s
-        off += imported.makespan_s
-        crossed += kept.cross_rack_bytes
-        uncrossed += imported.cross_rack_bytes
+    on, off, crossed, uncrossed = _with_and_without({"rack_holders_per_claim": 0}, seed_peers=1)
     assert crossed < 0.6 * uncrossed, (crossed / MiB, uncrossed / MiB)
     assert on < 0.95 * off, (on, off)
