@@ -3,8 +3,9 @@
 The simulator and ``p2p-scheduler`` run the same core, so the same inputs at the same
 times with the same random stream must give the same decisions. A trace makes that
 checkable: it holds what the simulated peers told the scheduler (core events with their
-simulated times), every decision they asked for with the answer they got, and every
-piece spread a seed read, in call order. Replaying the events into a fresh core
+simulated times), every decision they asked for with the answer they got, every import
+claim with its answer (claims link parents too), and every piece spread a seed read, in
+call order. Replaying the events into a fresh core
 (``replay_core``) or, over HTTP, into the service
 (``tests/integration/test_sim_service_parity.py``) must give the recorded answers.
 
@@ -18,6 +19,7 @@ The file is JSON lines (``p2psim --trace FILE``)::
     {"t": 0.0, "event": "HostAnnounced", "fields": {"host_id": "...", ...}}
     {"t": 0.002, "schedule": "<peer_id>", "decision": {"action": "parents", ...}}
     {"t": 0.51, "spread": "<task_id>", "result": [3, 1, 0]}
+    {"t": 0.6, "claims": "<peer_id>", "claim": [4], "release": [], "answer": {...}}
 
 Event fields are the core event's dataclass fields, so they double as the service's
 request bodies. Decisions use the service's response shapes without the piece digests
