@@ -33,6 +33,7 @@ from tests.integration.swarm.conftest import (
 )
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.images import PushedImage, push_image_async
+from tests.support.polling import until
 from tests.support.registry import RegistryProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -124,7 +125,9 @@ async def test_a_dead_rack_mate_named_as_holder_does_not_stall_the_pull(
     await _wait_idle([far])
     child = await _start(start_swarm_peer, registry, "child", "r1")
     pull = asyncio.create_task(_pull_all(child, image))
-    await asyncio.sleep(0.5)
+    await until(
+        lambda: child.metrics.other_rack_bytes._value.get() > 0, 10, "the child's first pieces"
+    )
     assert not pull.done()
     peer_id = await register_idle_peer(scheduler_server, "dead", "r1", digest, size, PIECE_BYTES)
     pieces = list(range(size // PIECE_BYTES))
