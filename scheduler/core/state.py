@@ -385,10 +385,11 @@ class SchedulerState:
     ) -> ClaimsAnswer:
         """Which of ``pieces`` the peer may fetch from other racks' normal peers now, after
         releasing ``released``, and (if it claimed any) which pieces its rack-mates are
-        fetching from other racks (``scheduler.core.claims``). Pieces a rack-mate with a
-        free upload slot holds are not granted: that rack-mate is linked as a parent
-        instead (``scheduler.core.rack_holders``). A peer without a rack label, a seed,
-        or claims turned off: all of them, and none."""
+        fetching from other racks (``scheduler.core.claims``). Pieces that a current
+        parent in the rack, or a rack-mate with a free upload slot, holds are not
+        granted: such a rack-mate is linked as a parent instead
+        (``scheduler.core.rack_holders``). A peer without a rack label, a seed, or
+        claims turned off: all of them, and none."""
         peer = self.peer(peer_id)
         task = peer.task
         for field, indices in (("claim", pieces), ("release", released)):
