@@ -50,19 +50,21 @@ class OriginSupplier:
         attempts: int,
         on_bytes: Callable[[int], None] = lambda n: None,
         on_piece: Callable[[PieceTransfer], None] = lambda t: None,
-        pieces: list[int] | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._concurrency = concurrency
         self._attempts = attempts
         self._on_bytes = on_bytes
         self._on_piece = on_piece
-        self._only = pieces
         self._failures: collections.Counter[int] = collections.Counter()
 
     async def supply(self, task: BlobTask) -> None:
-        wanted = task.missing_pieces() if self._only is None else self._only
-        queue = list(reversed([i for i in wanted if not task.has_piece(i)]))
+        await self.fetch(task, task.missing_pieces())
+
+    async def fetch(self, task: BlobTask, pieces: list[int]) -> None:
+        """Fetch those of ``pieces`` the task lacks, lowest first (a share of the origin
+        fetch, ``scheduler.core.origin_shares``, comes a few pieces at a time)."""
+        queue = list(reversed(sorted(i for i in pieces if not task.has_piece(i))))
         whole = task.layout.count == 1
         workers = [
             asyncio.create_task(self._worker(task, queue, whole))

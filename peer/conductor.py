@@ -66,6 +66,10 @@ MAX_PER_PARENT = 2
 # 21.8 s with 1; no change for 100 nodes at 10 Gbps). Alone (no scheduler), a peer
 # uses its origin_concurrency.
 SWARM_ORIGIN_CONCURRENCY = 1
+# Pieces a peer taking a share of the origin fetch asks for at a time
+# (``scheduler.core.origin_shares``): one range request for a few pieces, so the origin
+# is not asked once per piece, and takers stay close to one another in the blob.
+ORIGIN_TAKE_PIECES = 4
 # A parent that answered "no free upload slot" is left alone this long: asking it again
 # at once only burns its CPU on refusals (measured: tens of thousands per minute).
 BUSY_BACKOFF_S = 0.25
@@ -168,17 +172,40 @@ class SwarmSupplier:
     ) -> Decision | None:
         if isinstance(decision, GoToSource):
             log.info(
-                "%s: scheduler sends %s to the registry (%s)",
+                "%s: scheduler sends %s to the registry (%s%s)",
                 task.digest,
                 self.peer_id,
                 decision.reason,
+                ", for a share of the pieces" if decision.shared else "",
             )
-            await self._origin(reporter.add, SWARM_ORIGIN_CONCURRENCY).supply(task)
-            return None
+            origin = self._origin(reporter.add, SWARM_ORIGIN_CONCURRENCY)
+            if not decision.shared:
+                await origin.supply(task)
+                return None
+            await self._take_share(task, origin)
+            # The rest comes from parents.
+            return await self._scheduler.schedule(self.peer_id) if task.missing_pieces() else None
         if isinstance(decision, WaitAndRetry):
             await asyncio.sleep(min(decision.after_s, MAX_RETRY_WAIT_S))
             return await self._scheduler.schedule(self.peer_id)
         return await self._from_parents(task, decision, reporter)
+
+    async def _take_share(self, task: BlobTask, origin: OriginSupplier) -> None:
+        """Fetch the pieces the scheduler hands this peer from the origin, a few at a
+        time, until it hands out none (``scheduler.core.origin_shares``)."""
+        fetched = 0
+        while task.running and task.missing_pieces():
+            pieces = await self._scheduler.take_origin_pieces(self.peer_id, ORIGIN_TAKE_PIECES)
+            if not pieces:
+                break
+            await origin.fetch(task, pieces)
+            fetched += len(pieces)
+        log.info(
+            "%s: %s fetched its share from the registry: %d pieces",
+            task.digest,
+            self.peer_id,
+            fetched,
+        )
 
     async def _from_parents(
         self, task: BlobTask, decision: UseParents, reporter: TransferReporter

@@ -60,6 +60,9 @@ class UseParents:
 @dataclass(frozen=True)
 class GoToSource:
     reason: str
+    # Fetch only the pieces take_origin_pieces hands out, then ask for parents
+    # (scheduler.core.origin_shares); otherwise every missing piece.
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ def parse_decision(body: Any) -> Decision:
             digests = {int(k): str(v) for k, v in (body.get("piece_digests") or {}).items()}
             return UseParents(parents, digests, _stripe(body.get("stripe")))
         if action == "back_to_source":
-            return GoToSource(str(body.get("reason", "")))
+            # A scheduler from before origin shares sends no "shared".
+            return GoToSource(str(body.get("reason", "")), _flag(body.get("shared")))
         if action == "retry_later":
             return WaitAndRetry(float(body["after_s"]), str(body.get("reason", "")))
     except (KeyError, TypeError, ValueError) as exc:
@@ -240,6 +244,16 @@ class SchedulerClient:
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SchedulerRejected(200, f"malformed claims answer {reply!r}: {exc!r}") from exc
         return Claims(granted & set(claim), claimed, holders)
+
+    async def take_origin_pieces(self, peer_id: str, want: int) -> list[int]:
+        """Up to ``want`` pieces of this peer's share of the origin fetch, lowest first;
+        empty once its share is done (``scheduler.core.origin_shares``)."""
+        reply = await self._call("POST", f"/peers/{peer_id}/origin-pieces", {"want": want})
+        try:
+            pieces = [int(index) for index in reply["pieces"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SchedulerRejected(200, f"malformed origin pieces {reply!r}: {exc!r}") from exc
+        return pieces
 
     async def report(self, peer_id: str, transfers: list[PieceTransfer]) -> None:
         reports = [

@@ -149,6 +149,7 @@ def scheduler_for(
         rack_stripes=scenario.rack_stripes,
         rack_claim_lease_s=scenario.rack_claim_lease_s,
         rack_holders_per_claim=scenario.rack_holders_per_claim,
+        origin_sharers_per_rack=scenario.origin_sharers_per_rack,
     )
     evaluator: Evaluator
     if strategy == "random":

@@ -74,13 +74,15 @@ class Scenario:
     # congested rack keeps its peers' parents inside (0 off) and the most stripes a
     # rack's peers split other racks' pieces into (0 off), and how long a rack peer's
     # claim on a piece it fetches from another rack lasts (0: no claims), and how many
-    # rack-mates holding claimed pieces one claim may link as parents (0: none);
+    # rack-mates holding claimed pieces one claim may link as parents (0: none), and how
+    # many normal peers per rack and task take a share of the origin fetch (0: none);
     # SchedulerSettings' defaults.
     rack_gateways: int = SchedulerSettings.rack_gateways
     rack_congestion_ratio: float = SchedulerSettings.rack_congestion_ratio
     rack_stripes: int = SchedulerSettings.rack_stripes
     rack_claim_lease_s: float = SchedulerSettings.rack_claim_lease_s
     rack_holders_per_claim: int = SchedulerSettings.rack_holders_per_claim
+    origin_sharers_per_rack: int = SchedulerSettings.origin_sharers_per_rack
     # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
     layer_concurrency: int = 3
     seed_peers: int = 0

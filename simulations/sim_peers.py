@@ -41,6 +41,7 @@ class SimPeer:
         "busy_until_s",
         "poll_pending",
         "origin_queue",
+        "sharing",
         "piece_count",
         "is_seed",
         "pending_reports",
@@ -72,6 +73,9 @@ class SimPeer:
         self.busy_until_s = 0.0
         self.poll_pending = False
         self.origin_queue: list[int] = []  # reversed: the lowest piece is popped first
+        # Taking a share of the origin fetch (scheduler.core.origin_shares): the origin
+        # queue holds the pieces of its last take.
+        self.sharing = False
         # Reports not sent to the scheduler yet, and whether a send is already queued.
         self.pending_reports: list[PieceReport] = []
         self.report_due = False

@@ -5,7 +5,9 @@ layer is one peer (one host working on one blob). A peer follows the scheduler's
 decisions the way ``peer.conductor.SwarmSupplier`` does:
 
 - ``BackToSource``: fetch the missing pieces from the registry, ``origin_concurrency``
-  at a time, lowest first, reporting each with no parent;
+  at a time, lowest first, reporting each with no parent; when ``shared``, only the
+  pieces ``take_origin_pieces`` hands out, ``ORIGIN_TAKE_PIECES`` at a time, then ask
+  for parents once it hands out none;
 - ``RetryLater``: ask again after ``min(after_s, MAX_RETRY_WAIT_S)``;
 - ``Parents``: keep up to ``pieces_in_flight`` piece requests going, at most
   ``max_per_parent`` per parent, chosen as ``simulations.sim_picking`` says (the peer's
@@ -38,6 +40,7 @@ from peer.conductor import (
     BUSY_BACKOFF_S,
     MAX_RETRY_WAIT_S,
     NO_PROGRESS_S,
+    ORIGIN_TAKE_PIECES,
     REFRESH_S,
     SWARM_ORIGIN_CONCURRENCY,
     TOPUP_S,
@@ -269,7 +272,7 @@ class Swarm:
             peer.last_progress_s = now
             self._pump(now, peer)
         elif isinstance(decision, BackToSource):
-            self._go_origin(now, peer, f"back_to_source:{decision.reason}")
+            self._go_origin(now, peer, f"back_to_source:{decision.reason}", decision.shared)
         else:
             assert isinstance(decision, RetryLater)
             self.counters.decisions[f"retry_later:{decision.reason}"] += 1
@@ -278,11 +281,15 @@ class Swarm:
             wait_s = min(decision.after_s, MAX_RETRY_WAIT_S) + self.scenario.schedule_latency_s
             self.queue.at(now + wait_s, self._ask, peer)
 
-    def _go_origin(self, now: float, peer: SimPeer, label: str) -> None:
+    def _go_origin(self, now: float, peer: SimPeer, label: str, shared: bool = False) -> None:
         self.counters.decisions[label] += 1
         self.counters.back_to_source_peers += 1
         peer.mode = Mode.ORIGIN
         peer.parents = []
+        if shared:
+            peer.sharing = True
+            self._take(now, peer)
+            return
         have = peer.have_mask
         missing = [i for i in range(peer.piece_count) if not have >> i & 1]
         peer.origin_queue = [i for i in reversed(missing) if i not in peer.in_flight]
@@ -292,6 +299,26 @@ class Swarm:
             self.scenario.origin_concurrency if self.state is None else SWARM_ORIGIN_CONCURRENCY
         )
         for _ in range(min(streams, len(peer.origin_queue))):
+            self._origin_next(now, peer)
+
+    def _take(self, now: float, peer: SimPeer) -> None:
+        """Fetch the next pieces of the peer's origin share; none left: ask for parents."""
+        if peer.mode is not Mode.ORIGIN:
+            return
+        assert self.state is not None
+        pieces = self.state.take_origin_pieces(peer.peer_id, ORIGIN_TAKE_PIECES, now)
+        latency = self.scenario.schedule_latency_s
+        if not pieces:
+            peer.sharing = False
+            peer.mode = Mode.ASKING
+            self.queue.at(now + latency, self._ask, peer)
+            return
+        have, in_flight = peer.have_mask, peer.in_flight
+        missing = [i for i in pieces if not have >> i & 1 and i not in in_flight]
+        peer.origin_queue = missing[::-1]
+        if not missing:
+            self.queue.at(now + latency, self._take, peer)
+        for _ in range(min(SWARM_ORIGIN_CONCURRENCY, len(missing))):
             self._origin_next(now, peer)
 
     def _pump(self, now: float, peer: SimPeer) -> None:
@@ -391,6 +418,8 @@ class Swarm:
 
     def _origin_next(self, now: float, peer: SimPeer) -> None:
         if not peer.origin_queue:
+            if peer.sharing and None not in peer.in_flight.values():
+                self.queue.at(now + self.scenario.schedule_latency_s, self._take, peer)
             return
         index = peer.origin_queue.pop()
         peer.in_flight[index] = None

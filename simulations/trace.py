@@ -4,9 +4,9 @@ The simulator and ``p2p-scheduler`` run the same core, so the same inputs at the
 times with the same random stream must give the same decisions. A trace makes that
 checkable: it holds what the simulated peers told the scheduler (core events with their
 simulated times), every decision they asked for with the answer they got, every import
-claim with its answer (claims link parents too), and every piece spread a seed read, in
-call order. Replaying the events into a fresh core
-(``replay_core``) or, over HTTP, into the service
+claim with its answer (claims link parents too), every take of origin pieces with the
+pieces handed out, and every piece spread a seed read, in call order. Replaying the
+events into a fresh core (``replay_core``) or, over HTTP, into the service
 (``tests/integration/test_sim_service_parity.py``) must give the recorded answers.
 
 A trace is recorded by ``record``, which swaps the swarm's core for a ``TracingState``
@@ -20,6 +20,7 @@ The file is JSON lines (``p2psim --trace FILE``)::
     {"t": 0.002, "schedule": "<peer_id>", "decision": {"action": "parents", ...}}
     {"t": 0.51, "spread": "<task_id>", "result": [3, 1, 0]}
     {"t": 0.6, "claims": "<peer_id>", "claim": [4], "release": [], "answer": {...}}
+    {"t": 0.7, "take": "<peer_id>", "want": 4, "pieces": [8, 9, 10, 11]}
 
 Event fields are the core event's dataclass fields, so they double as the service's
 request bodies. Decisions use the service's response shapes without the piece digests
@@ -122,7 +123,18 @@ class ClaimsStep:
     answer: dict[str, Any]
 
 
-Step: TypeAlias = EventStep | ScheduleStep | SpreadStep | ClaimsStep
+@dataclass(frozen=True)
+class TakeStep:
+    """The peer took ``pieces`` of a shared origin fetch at ``t``, asking for ``want``
+    (``SchedulerState.take_origin_pieces``)."""
+
+    t: float
+    peer_id: str
+    want: int
+    pieces: tuple[int, ...]
+
+
+Step: TypeAlias = EventStep | ScheduleStep | SpreadStep | ClaimsStep | TakeStep
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,8 @@ def step_json(step: Step) -> dict[str, Any]:
             "release": list(step.release),
             "answer": step.answer,
         }
+    if isinstance(step, TakeStep):
+        return {"t": step.t, "take": step.peer_id, "want": step.want, "pieces": list(step.pieces)}
     return {"t": step.t, "spread": step.task_id, "result": list(step.spread)}
 
 
@@ -207,6 +221,8 @@ def step_from_json(data: dict[str, Any]) -> Step:
     if "claims" in data:
         claim, release = tuple(data["claim"]), tuple(data["release"])
         return ClaimsStep(t, data["claims"], claim, release, data["answer"])
+    if "take" in data:
+        return TakeStep(t, data["take"], int(data["want"]), tuple(data["pieces"]))
     raise TraceError(f"not a trace step: {sorted(data)}")
 
 
@@ -334,6 +350,11 @@ class TracingState(SchedulerState):
         self._sink(step)
         return answer
 
+    def take_origin_pieces(self, peer_id: str, want: int, now: float) -> list[int]:
+        pieces = super().take_origin_pieces(peer_id, want, now)
+        self._sink(TakeStep(now, peer_id, want, tuple(pieces)))
+        return pieces
+
 
 def record(swarm: Swarm, sink: Callable[[Step], None]) -> TraceHeader:
     """Trace ``swarm``'s calls on the core into ``sink``; call before ``swarm.run()``.
@@ -396,7 +417,7 @@ def core_evaluator(header: TraceHeader) -> Evaluator:
     raise TraceError(f"strategy {strategy!r} has an evaluator only the simulator runs")
 
 
-Query: TypeAlias = ScheduleStep | SpreadStep | ClaimsStep
+Query: TypeAlias = ScheduleStep | SpreadStep | ClaimsStep | TakeStep
 # A query step's index in the trace, the step, and the answer a replay got for it.
 Answer: TypeAlias = tuple[int, Query, object]
 
@@ -418,6 +439,8 @@ def replay_core(trace: Trace) -> Iterator[Answer]:
         elif isinstance(step, ClaimsStep):
             answer = state.claim_imports(step.peer_id, list(step.claim), list(step.release), step.t)
             yield index, step, wire.claims_json(answer)
+        elif isinstance(step, TakeStep):
+            yield index, step, state.take_origin_pieces(step.peer_id, step.want, step.t)
         else:
             yield index, step, tuple(state.task_spread(step.task_id))
 
@@ -426,6 +449,8 @@ def expected(step: Query) -> object:
     """The answer the simulator got for a query step."""
     if isinstance(step, ScheduleStep):
         return step.decision
+    if isinstance(step, TakeStep):
+        return list(step.pieces)
     return step.answer if isinstance(step, ClaimsStep) else step.spread
 
 
@@ -439,6 +464,8 @@ def mismatches(answers: Iterable[Answer], limit: int = 5) -> list[str]:
                 if isinstance(step, ScheduleStep)
                 else f"claims {step.peer_id}"
                 if isinstance(step, ClaimsStep)
+                else f"take {step.peer_id}"
+                if isinstance(step, TakeStep)
                 else "spread"
             )
             found.append(

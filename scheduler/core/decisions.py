@@ -30,6 +30,10 @@ class DecisionReason(enum.StrEnum):
     """Why a peer was sent to the origin or told to wait."""
 
     SEED_PEER = "seed_peer"  # seed peers fetch from the origin first
+    # One of the first normal peers of its rack in the task: takes a share of the origin
+    # fetch (``scheduler.core.origin_shares``); also a peer sent to take pieces whose
+    # taker left.
+    ORIGIN_SHARE = "origin_share"
     ALREADY_BACK_TO_SOURCE = "already_back_to_source"
     NO_SOURCE_IN_SWARM = "no_source_in_swarm"  # no seed and no pieces: within the quota
     GAVE_UP_WAITING = "gave_up_waiting"  # too many retries; past the quota
@@ -82,10 +86,16 @@ class Parents:
 
 @dataclass(frozen=True, slots=True)
 class BackToSource:
-    """Fetch the blob from the origin registry."""
+    """Fetch the blob from the origin registry.
+
+    ``shared``: fetch only the pieces ``SchedulerState.take_origin_pieces`` hands out, a
+    few at a time, and ask for parents once it hands out none
+    (``scheduler.core.origin_shares``). Otherwise fetch every missing piece.
+    """
 
     reason: DecisionReason
     rejected: tuple[Rejection, ...] = ()
+    shared: bool = False
 
 
 @dataclass(frozen=True, slots=True)

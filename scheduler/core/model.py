@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from scheduler.core.claims import RackClaims
+from scheduler.core.origin_shares import OriginShares
 from scheduler.core.piece_costs import PieceCostWindow
 from scheduler.core.random_set import RandomSet
 
@@ -134,6 +135,7 @@ class Task:
         "piece_digests",
         "digest_sources",
         "import_claims",
+        "origin_shares",
     )
 
     def __init__(self, task_id: str, size_bytes: int, piece_bytes: int, now: float) -> None:
@@ -165,6 +167,20 @@ class Task:
         self.digest_sources: dict[int, str] = {}
         # Which rack peer fetches which piece from other racks right now (claims).
         self.import_claims = RackClaims()
+        # Which origin taker fetches which piece from the origin (origin shares).
+        self.origin_shares = OriginShares()
+
+    def normal_spread(self) -> list[int]:
+        """Per piece, how many live normal (non-seed) peers hold it."""
+        spread = list(self.availability)
+        for peer in self.peers.values():
+            if peer.host.is_seed:
+                held = peer.pieces_mask
+                while held:
+                    lowest = held & -held
+                    spread[lowest.bit_length() - 1] -= 1
+                    held ^= lowest
+        return spread
 
     def index_member(self, peer: Peer) -> None:
         host = peer.host
@@ -239,6 +255,9 @@ class Peer:
     # Sent to the origin as a normal peer: holds one unit of the task's quota until it
     # fails or leaves (a seed's origin fetch never counts against the quota).
     holds_quota: bool = False
+    # Took its share of the origin fetch (``scheduler.core.origin_shares``) and was handed
+    # no more: from now on it gets parents like any peer, a seed too.
+    took_origin_share: bool = False
     # Consecutive "retry later" answers since the last useful decision.
     retry_count: int = 0
     # When this peer last received a piece (or registered): whether it still moves.

@@ -2,7 +2,10 @@
 
 The origin registry is the scarce resource: ideally it sends each blob once. So:
 
-1. A seed peer always fetches from the origin: that is what seed peers are for.
+1. A seed peer always fetches from the origin: that is what seed peers are for. With
+   origin shares (``scheduler.core.origin_shares``) so do the first normal peers of each
+   rack, and every peer sent to the origin here takes only a share of the blob there,
+   then asks for parents for the rest (rules 1, 5 and the share rule below).
 2. A normal peer gets parents whenever one passes the filters.
 3. Otherwise, if some other peer holds pieces, it waits: a parent will free up or get
    what it lacks. Peers the child has blocked do not count (it will never take pieces
@@ -13,6 +16,8 @@ The origin registry is the scarce resource: ideally it sends each blob once. So:
    host is alive and the task is younger than ``seed_wait_s`` (a seed is likely about to
    register), it waits.
 5. Otherwise up to ``back_to_source_quota`` normal peers go to the origin; the rest wait.
+Share rule: when origin takers left or stalled and pieces nobody holds are free, a peer
+   the swarm cannot serve goes to take them, before rules 3 to 5.
 6. A peer told to wait ``back_to_source_after_retries`` times in a row goes to the origin
    regardless, so a swarm that cannot serve it never stalls it forever.
 """
@@ -26,14 +31,27 @@ from scheduler.core.model import Peer
 from scheduler.core.settings import SchedulerSettings
 
 
-def origin_first(child: Peer) -> BackToSource | None:
-    """Rule 1 (and idempotence): the peers that go to the origin before any filtering."""
+def origin_first(child: Peer, settings: SchedulerSettings) -> BackToSource | None:
+    """Rule 1 (and idempotence): the peers that go to the origin before any filtering.
+    A peer that has taken its share (``Peer.took_origin_share``) is scheduled like any."""
+    task = child.task
+    sharing = settings.origin_sharers_per_rack > 0
     if child.back_to_source:
-        return BackToSource(DecisionReason.ALREADY_BACK_TO_SOURCE)
-    if child.host.is_seed:
-        return BackToSource(DecisionReason.SEED_PEER)
-    if child.task.piece_count == 0:
+        taking = task.origin_shares.is_taking(child.peer_id)
+        return BackToSource(DecisionReason.ALREADY_BACK_TO_SOURCE, shared=taking)
+    if task.piece_count == 0:
         return BackToSource(DecisionReason.EMPTY_TASK)
+    if child.took_origin_share:
+        return None
+    if child.host.is_seed:
+        return BackToSource(DecisionReason.SEED_PEER, shared=sharing)
+    if (
+        sharing
+        and child.host.rack
+        and task.rack_rank(child, settings.origin_sharers_per_rack) is not None
+        and 0 in task.availability
+    ):
+        return BackToSource(DecisionReason.ORIGIN_SHARE, shared=True)
     return None
 
 
@@ -55,6 +73,9 @@ def without_parent(
         jitter = 1.0 + settings.retry_jitter * rng.random()
         return RetryLater(settings.retry_delay_s * jitter, reason, rejected)
 
+    sharing = settings.origin_sharers_per_rack > 0
+    if sharing and task.origin_shares.orphaned(task.availability, now, task.peers.__contains__):
+        return BackToSource(DecisionReason.ORIGIN_SHARE, rejected, shared=True)
     other_holders = len(task.holders) - (1 if child.peer_id in task.holders else 0)
     # Only the small blocked set is walked: the parents this child gave up on.
     blocked = [task.peers[p] for p in child.blocked_parent_ids if p in task.peers]
@@ -72,5 +93,5 @@ def without_parent(
     if seed_hosts_alive and now - task.created_at_s < settings.seed_wait_s:
         return wait(DecisionReason.WAITING_FOR_SEED)
     if task.normal_back_to_source_count < settings.back_to_source_quota:
-        return BackToSource(DecisionReason.NO_SOURCE_IN_SWARM, rejected)
+        return BackToSource(DecisionReason.NO_SOURCE_IN_SWARM, rejected, shared=sharing)
     return wait(DecisionReason.WAITING_FOR_SOURCE)

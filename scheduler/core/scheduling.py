@@ -39,7 +39,7 @@ def decide(
     rng: random.Random,
     in_rack: bool = False,
 ) -> Decision:
-    first = quota.origin_first(child)
+    first = quota.origin_first(child, settings)
     if first is not None:
         return first
     best, rejected = best_parents(child, settings, evaluator, now, rng, in_rack)

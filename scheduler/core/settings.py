@@ -87,6 +87,17 @@ class SchedulerSettings:
     # turning claims off. p2psim, 16 seeds of the cluster benchmark's racks and of the
     # 1,000-node default and oversubscribed scenarios: 4 did as well as 2 or better.
     rack_holders_per_claim: int = 4
+    # Origin shares: the first ``origin_sharers_per_rack`` normal peers of each rack in a
+    # task (registration order) go to the origin too, alongside seed peers and the
+    # quota's peer. Each takes the lowest pieces nobody holds or has taken, a few at a
+    # time, and asks for parents once none are left, seeds included; so the origin sends
+    # each piece about once, and its egress reaches the racks directly instead of only
+    # through the seeds' uplinks (``scheduler.core.origin_shares``). 0 turns it off: seeds
+    # and the quota's peer fetch whole blobs. Hosts without a rack label never share.
+    origin_sharers_per_rack: int = 1
+    # A piece taken this long ago that nobody reported holding may be taken again (its
+    # taker stalled); a taker that leaves or fails frees its pieces at once.
+    origin_share_lease_s: float = 30.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -98,6 +109,8 @@ class SchedulerSettings:
                 raise ValueError(f"{name} must be >= 1")
         if 0 < self.rack_congestion_ratio < 1:
             raise ValueError("rack_congestion_ratio must be 0 (off) or >= 1")
+        if self.origin_sharers_per_rack and not self.origin_share_lease_s > 0:
+            raise ValueError("origin_share_lease_s must be > 0 while origin_sharers_per_rack is on")
         if self.piece_cost_window < 2:
             raise ValueError("piece_cost_window must be >= 2 (a cost needs earlier costs)")
         if self.back_to_source_after_retries is not None and self.back_to_source_after_retries < 1:

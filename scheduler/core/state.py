@@ -32,6 +32,7 @@ from scheduler.core.events import (
     PiecesReported,
 )
 from scheduler.core.model import Host, Peer, PeerState, Task
+from scheduler.core.origin_shares import take_share
 from scheduler.core.piece_costs import PieceCostWindow
 from scheduler.core.rack_flow import RackFlows
 from scheduler.core.rack_holders import rack_holders
@@ -429,24 +430,17 @@ class SchedulerState:
             len(inside),
         )
 
+    def take_origin_pieces(self, peer_id: str, want: int, now: float) -> list[int]:
+        """Up to ``want`` pieces, lowest first, for a peer sent to take a share of the
+        origin fetch (``BackToSource.shared``); empty once none are left, which ends its
+        share, or for a peer not sent to take one (``scheduler.core.origin_shares``)."""
+        return take_share(self.peer(peer_id), want, now, self.settings.origin_share_lease_s)
+
     def task_spread(self, task_id: str) -> list[int]:
         """Per piece, how many live normal (non-seed) peers hold it; empty for no task.
-
-        A seed uses it to leave pieces the swarm already holds to the swarm
-        (``peer.seed_offer``).
-        """
+        A seed leaves pieces the swarm already holds to the swarm (``peer.seed_offer``)."""
         task = self.tasks.get(task_id)
-        if task is None:
-            return []
-        spread = list(task.availability)
-        for peer in task.peers.values():
-            if peer.host.is_seed:
-                held = peer.pieces_mask
-                while held:
-                    lowest = held & -held
-                    spread[lowest.bit_length() - 1] -= 1
-                    held ^= lowest
-        return spread
+        return task.normal_spread() if task is not None else []
 
     # -- decisions -------------------------------------------------------------------
 
@@ -476,9 +470,13 @@ class SchedulerState:
         elif isinstance(decision, BackToSource):
             if not child.back_to_source:
                 child.back_to_source = True
-                if not child.host.is_seed:
+                if not child.host.is_seed and not child.holds_quota:
                     child.holds_quota = True
                     child.task.normal_back_to_source_count += 1
+                if decision.shared:
+                    child.task.origin_shares.start(
+                        child.peer_id, now, self.settings.origin_share_lease_s
+                    )
             # Parents would only compete with the origin for the child's download link.
             self._drop_parents(child)
             child.state = PeerState.RUNNING
@@ -565,6 +563,7 @@ class SchedulerState:
                 held ^= lowest
         if peer.holds_quota:
             task.normal_back_to_source_count -= 1
+        task.origin_shares.forget(peer.peer_id)
         task.seed_peer_count -= int(host.is_seed)
         task.unindex_member(peer)
         del self.peers[peer.peer_id]

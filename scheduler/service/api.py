@@ -106,6 +106,7 @@ class SchedulerApi:
                 web.post("/api/v1/peers/{peer_id}/pieces", self.report_pieces),
                 web.post("/api/v1/peers/{peer_id}/block", self.block_parent),
                 web.post("/api/v1/peers/{peer_id}/claims", self.claim_imports),
+                web.post("/api/v1/peers/{peer_id}/origin-pieces", self.take_origin_pieces),
                 web.post("/api/v1/peers/{peer_id}/finished", self.finish_peer),
                 web.post("/api/v1/peers/{peer_id}/failed", self.fail_peer),
                 web.delete("/api/v1/peers/{peer_id}", self.remove_peer),
@@ -218,6 +219,17 @@ class SchedulerApi:
         claims.labels("in_rack").inc(answer.in_rack)
         claims.labels("denied").inc(len(set(claim)) - len(answer.granted) - answer.in_rack)
         return web.json_response(wire.claims_json(answer))
+
+    async def take_origin_pieces(self, request: web.Request) -> web.Response:
+        peer_id = wire.path_identifier(request.match_info["peer_id"], "peer_id")
+        want = wire.origin_take(await read_body(request))
+        pieces = await self._writer.submit(
+            lambda state, now, rng: state.take_origin_pieces(peer_id, want, now)
+        )
+        self._metrics.origin_pieces.inc(len(pieces))
+        if not pieces:
+            log.info("peer %s took its share of the origin fetch", peer_id)
+        return web.json_response({"pieces": pieces})
 
     async def finish_peer(self, request: web.Request) -> web.Response:
         peer_id = wire.path_identifier(request.match_info["peer_id"], "peer_id")

@@ -98,6 +98,12 @@ class SchedulerMetrics:
         )
         for outcome in ("granted", "denied", "in_rack"):
             self.import_claims.labels(outcome)  # exported at 0 before the first claim
+        self.origin_pieces = Counter(
+            "p2p_scheduler_origin_pieces",
+            "Pieces handed to peers taking a share of a blob's origin fetch (seeds and the "
+            "first peers of each rack, scheduling.origin_sharers_per_rack).",
+            registry=r,
+        )
         self.piece_reports = Counter(
             "p2p_scheduler_piece_reports",
             "Piece transfers reported by peers, by result (ok, failed).",

@@ -225,6 +225,22 @@ DOCUMENT: dict[str, Any] = {
                 "every index is below the task's piece count.",
             ),
         },
+        "/api/v1/peers/{peer_id}/origin-pieces": {
+            "parameters": _PEER,
+            "post": _operation(
+                "takeOriginPieces",
+                "Take the next pieces of a shared origin fetch",
+                "OriginPieces",
+                _WRITE + ("404",),
+                "OriginTake",
+                "For a peer told `back_to_source` with `shared`: the seed, the first "
+                "`origin_sharers_per_rack` (1) normal peers of each rack, the quota's peer. "
+                "Each piece is handed to one peer, lowest first, and handed again only if "
+                "its taker leaves or nobody reports holding it within "
+                "`origin_share_lease_s` (30 s), so the origin sends each piece about once "
+                "while several peers fetch from it.",
+            ),
+        },
         "/api/v1/peers/{peer_id}/finished": {
             "parameters": _PEER,
             "post": _operation(

@@ -22,6 +22,7 @@ from scheduler.service.fields import (
 from scheduler.service.status_schema import status_schemas
 from scheduler.service.wire import (
     MAX_CLAIMS_PER_REQUEST,
+    MAX_ORIGIN_TAKE,
     MAX_PIECES_PER_TASK,
     MAX_REPORTS_PER_BATCH,
 )
@@ -32,7 +33,9 @@ _BACK_TO_SOURCE_REASONS = [
     DecisionReason.ALREADY_BACK_TO_SOURCE,
     DecisionReason.NO_SOURCE_IN_SWARM,
     DecisionReason.GAVE_UP_WAITING,
+    DecisionReason.SWARM_CANNOT_SERVE,
     DecisionReason.EMPTY_TASK,
+    DecisionReason.ORIGIN_SHARE,
 ]
 _RETRY_LATER_REASONS = [r for r in DecisionReason if r not in _BACK_TO_SOURCE_REASONS]
 
@@ -231,6 +234,25 @@ SCHEMAS: dict[str, Any] = {
             "those pieces.",
         },
     ),
+    "OriginTake": _object(
+        ["want"],
+        want={
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_ORIGIN_TAKE,
+            "description": "How many pieces the peer fetches from the origin next.",
+        },
+    ),
+    "OriginPieces": _object(
+        ["pieces"],
+        pieces={
+            "type": "array",
+            "items": _PIECE_INDEX,
+            "description": "Pieces to fetch from the origin now, lowest first: no live peer "
+            "holds them and no other peer took them. Empty: its share is done (or it was "
+            "not sent to take one); it asks for a decision next.",
+        },
+    ),
     "FailureReport": _object(
         [],
         reason={**_LABEL, "minLength": 1, "examples": ["digest_mismatch"]},
@@ -284,9 +306,15 @@ SCHEMAS: dict[str, Any] = {
         stripe=ref("Stripe"),
     ),
     "BackToSourceDecision": _object(
-        ["action", "reason"],
+        ["action", "reason", "shared"],
         action={"const": "back_to_source"},
         reason={"enum": [str(r) for r in _BACK_TO_SOURCE_REASONS]},
+        shared={
+            "type": "boolean",
+            "description": "True: fetch from the origin only the pieces "
+            "`POST /api/v1/peers/{peer_id}/origin-pieces` hands out, a few at a time, and "
+            "ask for a decision once it hands out none. False: fetch every missing piece.",
+        },
     ),
     "RetryLaterDecision": _object(
         ["action", "after_s", "reason"],

@@ -170,6 +170,18 @@ def import_claims(body: object) -> tuple[list[int], list[int]]:
     return lists[0], lists[1]
 
 
+# Pieces one take may ask for; a peer takes a few at a time.
+MAX_ORIGIN_TAKE = 256
+
+
+def origin_take(body: object) -> int:
+    """``POST /api/v1/peers/{peer_id}/origin-pieces``: how many pieces to take."""
+    r = ObjectReader(body)
+    want = r.integer("want", minimum=1, maximum=MAX_ORIGIN_TAKE)
+    r.done()
+    return want
+
+
 def no_fields(body: object) -> None:
     """Endpoints whose body is empty or ``{}``."""
     ObjectReader(body).done()
@@ -193,7 +205,11 @@ def decision_json(decision: Decision, piece_digests: Mapping[int, str]) -> dict[
             "piece_digests": digests_json(piece_digests),
         }
     if isinstance(decision, BackToSource):
-        return {"action": ACTION_BACK_TO_SOURCE, "reason": str(decision.reason)}
+        return {
+            "action": ACTION_BACK_TO_SOURCE,
+            "reason": str(decision.reason),
+            "shared": decision.shared,
+        }
     assert isinstance(decision, RetryLater)
     return {
         "action": ACTION_RETRY_LATER,

@@ -48,6 +48,7 @@ from simulations.trace import (
     EventStep,
     ScheduleStep,
     Step,
+    TakeStep,
     Trace,
     TraceHeader,
     event_fields,
@@ -67,7 +68,7 @@ COMMITTED_TRACE = Path(__file__).resolve().parent.parent / "data" / "sim_parity_
 #     --trace tests/data/sim_parity_trace.jsonl
 # (4 per parent was the default when it was first made, and congested racks were not held
 # in: the scenario and the settings keep both. Made again when decisions gained rack
-# stripes, which it holds.)
+# stripes, and again with origin shares: it holds both.)
 COMMITTED_SCENARIO = Scenario(
     name="parity",
     nodes=12,
@@ -180,6 +181,10 @@ class ServiceReplay:
                 path = f"/api/v1/peers/{_quote(step.peer_id)}/claims"
                 body = {"claim": list(step.claim), "release": list(step.release)}
                 yield index, step, await self._call(step.t, "POST", path, body)
+            elif isinstance(step, TakeStep):
+                path = f"/api/v1/peers/{_quote(step.peer_id)}/origin-pieces"
+                answer = await self._call(step.t, "POST", path, {"want": step.want})
+                yield index, step, answer["pieces"]
             else:
                 path = f"/api/v1/tasks/{_quote(step.task_id)}/pieces"
                 answer = await self._call(step.t, "GET", path, None)
@@ -253,6 +258,8 @@ def _kinds(steps: list[Step]) -> set[str]:
             kinds.add(f"{step.decision['action']}:{step.decision.get('reason', '')}")
         elif isinstance(step, ClaimsStep):
             kinds.add("claims:holders" if step.answer["holders"] else "claims")
+        elif isinstance(step, TakeStep):
+            kinds.add("take" if step.pieces else "take:done")
         else:
             kinds.add("spread")
     return kinds
@@ -279,6 +286,9 @@ async def test_committed_trace_gets_the_same_decisions_from_the_service(
         "PeerFinished",
         "parents:",
         "back_to_source:seed_peer",
+        "back_to_source:origin_share",
+        "take",
+        "take:done",
         "retry_later:no_parent_yet",
         "spread",
     } <= _kinds(trace.steps)
@@ -298,7 +308,11 @@ async def test_a_fresh_simulated_run_gets_the_same_decisions_from_the_service(
     assert {
         "HostExpired",
         "parents:",
-        "back_to_source:no_source_in_swarm",
+        # No seed: the first peer of each rack takes a share of the origin fetch, and
+        # holds the quota, so the others wait for it.
+        "back_to_source:origin_share",
+        "take",
+        "take:done",
         "retry_later:waiting_for_source",
         "retry_later:no_parent_yet",
         "claims:holders",

@@ -206,7 +206,12 @@ async def drive_traffic(client: SchedulerClient) -> None:
     for n in (1, 2, 3):
         await client.announce(f"h{n}", idc="dc1", rack=f"r{n}", upload_count=1, upload_bps=10.0)
     await client.register("seed", "h-seed")
+    # p1, first of rack r1, takes a share of the origin fetch with the seed (in r1 too).
     await client.register("p1", "h1")
+    await client.call("POST", "/api/v1/peers/seed/origin-pieces", {"want": PIECES - 2})
+    await client.call("POST", "/api/v1/peers/p1/origin-pieces", {"want": 4})
+    await client.call("POST", "/api/v1/peers/p1/origin-pieces", {"want": 4})  # done
+    await client.call("POST", "/api/v1/peers/p1/origin-pieces", {"want": 0})
     await client.report("seed", *(report(i, None, digest=piece_digest(i)) for i in range(PIECES)))
     await client.register("p2", "h2")
     await client.schedule("p1")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.integration.scheduler.conftest import SchedulerClient, drive_traffic
+from tests.integration.scheduler.conftest import PIECES, SchedulerClient, drive_traffic
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,11 +26,17 @@ async def test_metrics_after_traffic(scheduler: SchedulerClient) -> None:
     text = await scheduler.metrics()
     names = set(re.findall(r"^(p2p_\w+?)(?:\{| )", text, re.MULTILINE))
     assert all(name.startswith("p2p_scheduler_") for name in names), names
-    # Decisions by action: the seed went to the origin, p1 waited, then got parents...
-    assert sample(text, "p2p_scheduler_decisions_total", action="back_to_source") == 1
+    # Decisions by action: the seed and p1 (first of its rack) went to the origin, each
+    # for a share of the pieces, then peers got parents...
+    assert sample(text, "p2p_scheduler_decisions_total", action="back_to_source") == 2
     assert sample(text, "p2p_scheduler_decisions_total", action="retry_later") >= 1
     assert sample(text, "p2p_scheduler_decisions_total", action="parents") >= 3
     assert sample(text, "p2p_scheduler_back_to_source_decisions_total", reason="seed_peer") == 1
+    assert sample(text, "p2p_scheduler_back_to_source_decisions_total", reason="origin_share") == 1
+    # ...the seed took six pieces and p1 the other two, then none (and a bad take: 400).
+    assert sample(text, "p2p_scheduler_origin_pieces_total") == PIECES
+    route = "/api/v1/peers/{peer_id}/origin-pieces"
+    assert sample(text, "p2p_scheduler_bad_requests_total", route=route, status="400") == 1
     decisions = sum(
         sample(text, "p2p_scheduler_decisions_total", action=a)
         for a in ("parents", "back_to_source", "retry_later")

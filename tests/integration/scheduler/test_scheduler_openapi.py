@@ -71,7 +71,7 @@ def test_every_route_of_the_app_is_documented() -> None:
         if method != "parameters"
     }
     assert routes == documented
-    assert len(routes) == 19
+    assert len(routes) == 20
 
 
 async def test_responses_match_their_documented_schemas(scheduler: SchedulerClient) -> None:

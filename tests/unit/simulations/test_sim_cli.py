@@ -66,6 +66,7 @@ def test_every_scenario_key_is_a_flag(capsys: pytest.CaptureFixture[str], tmp_pa
         "rack_stripes": "4",
         "rack_claim_lease_s": "5",
         "rack_holders_per_claim": "2",
+        "origin_sharers_per_rack": "2",
         "layer_concurrency": "2",
         "seed_peers": "1",
         "nic_mix_gbps": "1:1,10:3",
