@@ -64,7 +64,7 @@ class OriginSupplier:
     async def fetch(self, task: BlobTask, pieces: list[int]) -> None:
         """Fetch those of ``pieces`` the task lacks, lowest first (a share of the origin
         fetch, ``scheduler.core.origin_shares``, comes a few pieces at a time)."""
-        queue = list(reversed(sorted(i for i in pieces if not task.has_piece(i))))
+        queue = sorted((i for i in pieces if not task.has_piece(i)), reverse=True)
         whole = task.layout.count == 1
         workers = [
             asyncio.create_task(self._worker(task, queue, whole))

@@ -25,6 +25,15 @@ churn (seeds 0-3) 1.37x -> 1.33x, 1.33x -> 1.27x and 5.59x -> 5.18x; staggered
 unchanged (1.00x). Origin bytes stayed 1.00x the image. Takes of one piece at a time
 did no better than four on the racks (8 seeds: 1.82x against 1.87x, within the spread
 between seeds).
+
+Off by default (``origin_sharers_per_rack: 0``): real peers did not follow p2psim. On
+the cluster benchmark (bench/results/cluster-racks-origin-shares-paired.json), six paired
+rounds on the racks took 2.15x the bound on average with shares against 2.01x without
+(p2psim had predicted 22.1 s against 24.3 s for the first pair; the peers took 27.0 s
+against 23.7 s), and three on the flat network 1.87x against 1.85x. With shares the
+seed's uplink idled more (50% busy against 70%) and the last peers finished later; a
+variant in which the seed left the rest of the blob until the swarm was done did no
+better (2.24x against 2.09x, four pairs). Why p2psim misses this is open.
 """
 
 from __future__ import annotations

@@ -3,22 +3,22 @@
 The origin registry is the scarce resource: ideally it sends each blob once. So:
 
 1. A seed peer always fetches from the origin: that is what seed peers are for. With
-   origin shares (``scheduler.core.origin_shares``) so do the first normal peers of each
-   rack, and every peer sent to the origin here takes only a share of the blob there,
-   then asks for parents for the rest (rules 1, 5 and the share rule below).
+   origin shares (``scheduler.core.origin_shares``) so does the first normal peer of
+   each rack, and every peer rules 1, 3 and 6 send to the origin takes only a share of
+   the blob there, then asks for parents for the rest.
 2. A normal peer gets parents whenever one passes the filters.
-3. Otherwise, if some other peer holds pieces, it waits: a parent will free up or get
+3. Otherwise, if origin takers left or stalled while pieces nobody holds are free (origin
+   shares), it goes to take them.
+4. Otherwise, if some other peer holds pieces, it waits: a parent will free up or get
    what it lacks. Peers the child has blocked do not count (it will never take pieces
    from them): when the child has blocked every other peer of the task and some of them
    hold pieces, the swarm cannot serve it, and after a few retries (others may join) it
    goes to the origin past the quota.
-4. Otherwise, if a seed peer the child has not blocked works on the task, or a seed
+5. Otherwise, if a seed peer the child has not blocked works on the task, or a seed
    host is alive and the task is younger than ``seed_wait_s`` (a seed is likely about to
    register), it waits.
-5. Otherwise up to ``back_to_source_quota`` normal peers go to the origin; the rest wait.
-Share rule: when origin takers left or stalled and pieces nobody holds are free, a peer
-   the swarm cannot serve goes to take them, before rules 3 to 5.
-6. A peer told to wait ``back_to_source_after_retries`` times in a row goes to the origin
+6. Otherwise up to ``back_to_source_quota`` normal peers go to the origin; the rest wait.
+7. A peer told to wait ``back_to_source_after_retries`` times in a row goes to the origin
    regardless, so a swarm that cannot serve it never stalls it forever.
 """
 
@@ -63,7 +63,7 @@ def without_parent(
     now: float,
     rng: random.Random,
 ) -> BackToSource | RetryLater:
-    """Rules 3 to 6, for a normal peer none of whose candidates passed the filters."""
+    """Rules 3 to 7, for a normal peer none of whose candidates passed the filters."""
     task = child.task
     limit = settings.back_to_source_after_retries
     if limit is not None and child.retry_count >= limit:

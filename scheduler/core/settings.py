@@ -94,7 +94,10 @@ class SchedulerSettings:
     # each piece about once, and its egress reaches the racks directly instead of only
     # through the seeds' uplinks (``scheduler.core.origin_shares``). 0 turns it off: seeds
     # and the quota's peer fetch whole blobs. Hosts without a rack label never share.
-    origin_sharers_per_rack: int = 1
+    # Off by default: p2psim predicts shorter pulls everywhere, but on the cluster
+    # benchmark's racks, real peers took longer with it (2.15x the bound against 2.01x
+    # over six paired rounds; bench/results/cluster-racks-origin-shares-paired.json).
+    origin_sharers_per_rack: int = 0
     # A piece taken this long ago that nobody reported holding may be taken again (its
     # taker stalled); a taker that leaves or fails frees its pieces at once.
     origin_share_lease_s: float = 30.0

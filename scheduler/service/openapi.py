@@ -234,7 +234,7 @@ DOCUMENT: dict[str, Any] = {
                 _WRITE + ("404",),
                 "OriginTake",
                 "For a peer told `back_to_source` with `shared`: the seed, the first "
-                "`origin_sharers_per_rack` (1) normal peers of each rack, the quota's peer. "
+                "`origin_sharers_per_rack` (0: off) normal peers of each rack, the quota's peer. "
                 "Each piece is handed to one peer, lowest first, and handed again only if "
                 "its taker leaves or nobody reports holding it within "
                 "`origin_share_lease_s` (30 s), so the origin sends each piece about once "

@@ -64,11 +64,12 @@ COMMITTED_TRACE = Path(__file__).resolve().parent.parent / "data" / "sim_parity_
 #   p2psim --name parity --nodes 12 --seed 7 --hosts-per-rack 4 --layers-mib 4,12,1
 #     --seed-peers 1 --arrival-spread-s 0.3 --churn-fraction 0.25 --churn-from-s 0.02
 #     --churn-until-s 0.4 --upload-slots 2 --max-per-parent 4 --straggler-fraction 0.25
-#     --nic-mix-gbps 1:0.5,10:0.5 --rack-congestion-ratio 0 --no-progress
+#     --nic-mix-gbps 1:0.5,10:0.5 --rack-congestion-ratio 0 --origin-sharers-per-rack 1
+#     --no-progress
 #     --trace tests/data/sim_parity_trace.jsonl
 # (4 per parent was the default when it was first made, and congested racks were not held
 # in: the scenario and the settings keep both. Made again when decisions gained rack
-# stripes, and again with origin shares: it holds both.)
+# stripes, and again with origin shares, on for it: it holds both.)
 COMMITTED_SCENARIO = Scenario(
     name="parity",
     nodes=12,
@@ -85,6 +86,7 @@ COMMITTED_SCENARIO = Scenario(
     straggler_fraction=0.25,
     nic_mix_gbps=((1.0, 0.5), (10.0, 0.5)),
     rack_congestion_ratio=0.0,
+    origin_sharers_per_rack=1,
 )
 FRESH_SCENARIO = COMMITTED_SCENARIO.replace(
     nodes=16,

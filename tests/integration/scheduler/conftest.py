@@ -191,6 +191,12 @@ async def scheduler(make_scheduler: SchedulerFactory) -> SchedulerClient:
     return await make_scheduler()
 
 
+@pytest.fixture
+async def traffic_scheduler(make_scheduler: SchedulerFactory) -> SchedulerClient:
+    """A scheduler for ``drive_traffic``: origin shares on, so that it takes some."""
+    return await make_scheduler(scheduling=SchedulerSettings(origin_sharers_per_rack=1))
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
     """Poll the async ``check`` until it is true; TimeoutError naming ``what`` if never."""
     deadline = time.monotonic() + timeout_s

@@ -38,7 +38,7 @@ async def _seed_and_three_peers(client: SchedulerClient) -> None:
     assert await client.register("seed", "h-seed") == {
         "action": "back_to_source",
         "reason": "seed_peer",
-        "shared": True,
+        "shared": False,
     }
     # The seed holds nothing yet, so a normal peer waits for it rather than hit the origin.
     waiting = await client.register("p1", "h1")

@@ -21,9 +21,9 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def test_metrics_after_traffic(scheduler: SchedulerClient) -> None:
-    await drive_traffic(scheduler)
-    text = await scheduler.metrics()
+async def test_metrics_after_traffic(traffic_scheduler: SchedulerClient) -> None:
+    await drive_traffic(traffic_scheduler)
+    text = await traffic_scheduler.metrics()
     names = set(re.findall(r"^(p2p_\w+?)(?:\{| )", text, re.MULTILINE))
     assert all(name.startswith("p2p_scheduler_") for name in names), names
     # Decisions by action: the seed and p1 (first of its rack) went to the origin, each

@@ -74,11 +74,11 @@ def test_every_route_of_the_app_is_documented() -> None:
     assert len(routes) == 20
 
 
-async def test_responses_match_their_documented_schemas(scheduler: SchedulerClient) -> None:
-    await drive_traffic(scheduler)
-    document = await _document(scheduler)
+async def test_responses_match_their_documented_schemas(traffic_scheduler: SchedulerClient) -> None:
+    await drive_traffic(traffic_scheduler)
+    document = await _document(traffic_scheduler)
     statuses: set[int] = set()
-    for exchange in scheduler.exchanges:
+    for exchange in traffic_scheduler.exchanges:
         operation = _operation(document, exchange.method, exchange.path)
         response = operation["responses"].get(str(exchange.status))
         assert response is not None, (exchange.method, exchange.path, exchange.status)

@@ -18,9 +18,11 @@ from tests.integration.scheduler.test_scheduler_metrics import sample
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_piece_costs_bytes_and_evictions_after_traffic(scheduler: SchedulerClient) -> None:
-    await drive_traffic(scheduler)
-    text = await scheduler.metrics()
+async def test_piece_costs_bytes_and_evictions_after_traffic(
+    traffic_scheduler: SchedulerClient,
+) -> None:
+    await drive_traffic(traffic_scheduler)
+    text = await traffic_scheduler.metrics()
     # The seed's origin pieces, then p1's one good piece from the seed; p3's contradicting
     # batch was refused whole and counts nowhere.
     assert sample(text, "p2p_scheduler_piece_bytes_total", source="origin") == PIECES * PIECE_BYTES

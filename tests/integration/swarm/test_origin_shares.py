@@ -1,4 +1,5 @@
-"""The seed and the first peer of each rack split the origin fetch (origin shares).
+"""The seed and the first peer of each rack split the origin fetch (origin shares, on
+here; ``scheduling.origin_sharers_per_rack`` is off by default).
 
 Real peer daemons and scheduler on loopback, labelled with racks, behind a counting
 proxy that paces the registry so that the pulls overlap: each taker asks the scheduler
@@ -9,6 +10,7 @@ registry, and gets the rest from the others.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +19,10 @@ from aiohttp.test_utils import TestServer
 
 from peer.daemon import PeerDaemon
 from peer.pieces import MiB
-from tests.integration.swarm.conftest import SwarmFactory
+from scheduler.core import SchedulerSettings
+from scheduler.service.app import create_app
+from scheduler.service.config import SchedulerConfig
+from tests.integration.swarm.conftest import TOKEN, SwarmFactory
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image_async
@@ -30,6 +35,17 @@ PIECE_BYTES = 256 * 1024
 # Per registry response: one take (4 pieces, 1 MiB) takes a quarter of a second, so the
 # takers' pulls overlap however the event loop orders their starts.
 REGISTRY_RATE_BPS = 4 * MiB
+
+
+@pytest.fixture
+async def scheduler_server() -> AsyncIterator[TestServer]:
+    """The swarm's scheduler (``start_swarm_peer`` points peers at it), origin shares on."""
+    settings = SchedulerSettings(origin_sharers_per_rack=1)
+    config = SchedulerConfig(token=TOKEN, rng_seed=1, scheduling=settings)
+    server = TestServer(create_app(config), host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from scheduler.core import BackToSource, DecisionReason, Parents, RetryLater, Sc
 from tests.unit.scheduler.swarm import PIECES, Swarm, check_invariants
 
 R = DecisionReason
+ON = SchedulerSettings(origin_sharers_per_rack=1)
 
 
 def _sent(swarm: Swarm, peer_id: str) -> tuple[DecisionReason, bool]:
@@ -15,7 +16,7 @@ def _sent(swarm: Swarm, peer_id: str) -> tuple[DecisionReason, bool]:
     return decision.reason, decision.shared
 
 
-def _racks(settings: SchedulerSettings | None = None) -> Swarm:
+def _racks(settings: SchedulerSettings = ON) -> Swarm:
     """A seed, two peers in rack r1 and one in r2, in that order."""
     swarm = Swarm(settings)
     swarm.peer("seed", seed=True, rack="rs")
@@ -78,7 +79,7 @@ def test_pieces_of_a_taker_that_leaves_are_taken_again() -> None:
 
 
 def test_pieces_of_a_stalled_taker_are_taken_again_after_the_lease() -> None:
-    swarm = _racks(SchedulerSettings(origin_share_lease_s=5.0))
+    swarm = _racks(SchedulerSettings(origin_sharers_per_rack=1, origin_share_lease_s=5.0))
     swarm.schedule("seed")
     swarm.schedule("a")
     state = swarm.state
@@ -89,7 +90,7 @@ def test_pieces_of_a_stalled_taker_are_taken_again_after_the_lease() -> None:
     assert state.take_origin_pieces("seed", 2, swarm.now) == [0, 1]
 
 
-def _quota_taker(settings: SchedulerSettings | None = None) -> Swarm:
+def _quota_taker(settings: SchedulerSettings = ON) -> Swarm:
     """Peers without rack labels: "x" takes every piece as the quota's peer, reports two
     and stops; "y" waits for it."""
     swarm = Swarm(settings)
@@ -112,7 +113,7 @@ def test_a_peer_the_swarm_cannot_serve_takes_the_pieces_of_a_taker_that_left() -
 
 
 def test_a_peer_the_swarm_cannot_serve_takes_the_pieces_of_a_stalled_taker() -> None:
-    swarm = _quota_taker(SchedulerSettings(origin_share_lease_s=5.0))
+    swarm = _quota_taker(SchedulerSettings(origin_sharers_per_rack=1, origin_share_lease_s=5.0))
     swarm.now += 4.9
     swarm.state.block_parent("y", "x")  # x holds 0 and 1, but y cannot reach it
     swarm.state.peers["y"].retry_count = 0
@@ -124,19 +125,20 @@ def test_a_peer_the_swarm_cannot_serve_takes_the_pieces_of_a_stalled_taker() -> 
 
 
 def test_without_sharers_seeds_and_the_quota_fetch_whole_blobs() -> None:
-    swarm = _racks(SchedulerSettings(origin_sharers_per_rack=0))
+    assert SchedulerSettings().origin_sharers_per_rack == 0  # the default
+    swarm = _racks(SchedulerSettings())
     assert _sent(swarm, "seed") == (R.SEED_PEER, False)
     assert swarm.state.take_origin_pieces("seed", 4, swarm.now) == []
     assert swarm.state.peers["seed"].back_to_source  # a whole-blob fetch goes on
     decision = swarm.schedule("a")
     assert isinstance(decision, RetryLater) and decision.reason is R.WAITING_FOR_SEED
-    flat = Swarm(SchedulerSettings(origin_sharers_per_rack=0))
+    flat = Swarm()
     flat.peer("x", rack="r1")
     assert _sent(flat, "x") == (R.NO_SOURCE_IN_SWARM, False)
 
 
 def test_peers_without_a_rack_label_never_share_but_the_quota_peer_takes_pieces() -> None:
-    swarm = Swarm()
+    swarm = Swarm(ON)
     swarm.peer("x")
     swarm.peer("y")
     assert _sent(swarm, "x") == (R.NO_SOURCE_IN_SWARM, True)

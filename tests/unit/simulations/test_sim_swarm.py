@@ -317,11 +317,10 @@ def _thin_uplink_racks(seed: int, **changes: Any) -> Scenario:
 
 def test_rack_stripes_cut_the_bytes_crossing_rack_uplinks() -> None:
     # Each rack's peers bring in their own share of the pieces and trade the rest
-    # inside the rack. Without origin shares: each rack's sharer brings a third of the
-    # pieces in from the origin, which leaves stripes less to share out.
+    # inside the rack.
     on = off = 0
     for seed in (1, 3, 5):
-        base = _thin_uplink_racks(seed, origin_sharers_per_rack=0)
+        base = _thin_uplink_racks(seed)
         striped, unstriped = simulate(base), simulate(base.replace(rack_stripes=0))
         assert striped.complete and unstriped.complete
         on += striped.cross_rack_bytes
@@ -346,10 +345,10 @@ def _with_and_without(off: dict[str, Any], **changes: Any) -> tuple[float, float
 
 
 def test_rack_claims_speed_up_racks_behind_thin_uplinks() -> None:
-    # The same racks with a seed, stripes and origin shares off: claims alone keep
-    # rack-mates from fetching the same piece from other racks at the same time.
+    # The same racks with a seed, stripes off: claims alone keep rack-mates from
+    # fetching the same piece from other racks at the same time.
     on, off, crossed, uncrossed = _with_and_without(
-        {"rack_claim_lease_s": 0}, seed_peers=1, rack_stripes=0, origin_sharers_per_rack=0
+        {"rack_claim_lease_s": 0}, seed_peers=1, rack_stripes=0
     )
     assert on < 0.85 * off, (on, off)
     assert crossed < uncrossed, (crossed / MiB, uncrossed / MiB)
@@ -359,11 +358,12 @@ def test_origin_shares_feed_each_rack_from_the_origin_and_fetch_each_piece_once(
     # The same racks with a seed: the seed and one peer per rack split the origin fetch,
     # so the origin's egress reaches every rack directly instead of through the seed.
     # More bytes cross racks (the seed fetches the others' shares from them), but the
-    # racks no longer wait on the seed's uplink.
-    on, off, _, _ = _with_and_without({"origin_sharers_per_rack": 0}, seed_peers=1)
+    # racks no longer wait on the seed's uplink. (Off by default: see SchedulerSettings.)
+    shares = {"seed_peers": 1, "origin_sharers_per_rack": 1}
+    on, off, _, _ = _with_and_without({"origin_sharers_per_rack": 0}, **shares)
     assert on < 0.9 * off, (on, off)
     for seed in (1, 3, 5):
-        result = simulate(_thin_uplink_racks(seed, seed_peers=1))
+        result = simulate(_thin_uplink_racks(seed, **shares))
         assert result.registry_images == pytest.approx(1.0), seed
         assert result.decisions["back_to_source:origin_share"] == 3, seed
 
