@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from peer.config import PeerConfig
 from peer.daemon import PeerDaemon
 from registry_proxy.upstream import UpstreamConfig
+from scheduler.core import SchedulerSettings
 from scheduler.service.app import create_app
 from scheduler.service.config import SchedulerConfig
 from tests.support.registry import RegistryProcess
@@ -20,12 +22,22 @@ from tests.support.registry import RegistryProcess
 TOKEN = "swarm-test-token"
 
 
+@contextlib.asynccontextmanager
+async def swarm_scheduler(settings: SchedulerSettings) -> AsyncIterator[TestServer]:
+    """The swarm's scheduler app (the cluster token, rng seed 1) with ``settings``."""
+    config = SchedulerConfig(token=TOKEN, rng_seed=1, scheduling=settings)
+    server = TestServer(create_app(config), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
 @pytest.fixture
 async def scheduler_server() -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(SchedulerConfig(token=TOKEN, rng_seed=1)), host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+    async with swarm_scheduler(SchedulerSettings()) as server:
+        yield server
 
 
 SwarmFactory = Callable[..., Awaitable[PeerDaemon]]

@@ -20,9 +20,7 @@ from aiohttp.test_utils import TestServer
 from peer.daemon import PeerDaemon
 from peer.pieces import MiB
 from scheduler.core import SchedulerSettings
-from scheduler.service.app import create_app
-from scheduler.service.config import SchedulerConfig
-from tests.integration.swarm.conftest import TOKEN, SwarmFactory
+from tests.integration.swarm.conftest import SwarmFactory, swarm_scheduler
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.counting_proxy import CountingProxy
 from tests.support.images import PushedImage, push_image_async
@@ -40,12 +38,8 @@ REGISTRY_RATE_BPS = 4 * MiB
 @pytest.fixture
 async def scheduler_server() -> AsyncIterator[TestServer]:
     """The swarm's scheduler (``start_swarm_peer`` points peers at it), origin shares on."""
-    settings = SchedulerSettings(origin_sharers_per_rack=1)
-    config = SchedulerConfig(token=TOKEN, rng_seed=1, scheduling=settings)
-    server = TestServer(create_app(config), host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+    async with swarm_scheduler(SchedulerSettings(origin_sharers_per_rack=1)) as server:
+        yield server
 
 
 @pytest.fixture

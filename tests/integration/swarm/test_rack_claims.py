@@ -22,14 +22,12 @@ from aiohttp.test_utils import TestServer
 from peer.daemon import PeerDaemon
 from peer.pieces import MiB
 from scheduler.core import SchedulerSettings
-from scheduler.service.app import create_app
-from scheduler.service.config import SchedulerConfig
 from tests.integration.swarm.conftest import (
-    TOKEN,
     SwarmFactory,
     post_to_scheduler,
     register_idle_peer,
     start_rack_peer,
+    swarm_scheduler,
 )
 from tests.integration.swarm.test_swarm_pull import _pull_all, _wait_idle
 from tests.support.images import PushedImage, push_image_async
@@ -50,11 +48,8 @@ async def scheduler_server() -> AsyncIterator[TestServer]:
     settings = SchedulerSettings(
         rack_claim_lease_s=LEASE_S, rack_stripes=0, slow_cost_factor=1e6, slow_cost_min_ratio=1e6
     )
-    config = SchedulerConfig(token=TOKEN, rng_seed=1, scheduling=settings)
-    server = TestServer(create_app(config), host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
+    async with swarm_scheduler(settings) as server:
+        yield server
 
 
 @pytest.fixture

@@ -90,15 +90,21 @@ def test_pieces_of_a_stalled_taker_are_taken_again_after_the_lease() -> None:
     assert state.take_origin_pieces("seed", 2, swarm.now) == [0, 1]
 
 
-def _quota_taker(settings: SchedulerSettings = ON) -> Swarm:
-    """Peers without rack labels: "x" takes every piece as the quota's peer, reports two
-    and stops; "y" waits for it."""
+def _unlabelled(settings: SchedulerSettings = ON) -> Swarm:
+    """Peers without rack labels, so no sharers: "x" goes to the origin as the quota's
+    peer, for a share; "y" waits for it."""
     swarm = Swarm(settings)
     swarm.peer("x")
     swarm.peer("y")
     assert _sent(swarm, "x") == (R.NO_SOURCE_IN_SWARM, True)
     decision = swarm.schedule("y")
     assert isinstance(decision, RetryLater) and decision.reason is R.WAITING_FOR_SOURCE
+    return swarm
+
+
+def _quota_taker(settings: SchedulerSettings = ON) -> Swarm:
+    """``_unlabelled``, and "x" takes every piece, reports two and stops."""
+    swarm = _unlabelled(settings)
     assert swarm.state.take_origin_pieces("x", PIECES, swarm.now) == list(range(PIECES))
     swarm.report("x", None, [0, 1])
     return swarm
@@ -138,12 +144,7 @@ def test_without_sharers_seeds_and_the_quota_fetch_whole_blobs() -> None:
 
 
 def test_peers_without_a_rack_label_never_share_but_the_quota_peer_takes_pieces() -> None:
-    swarm = Swarm(ON)
-    swarm.peer("x")
-    swarm.peer("y")
-    assert _sent(swarm, "x") == (R.NO_SOURCE_IN_SWARM, True)
-    decision = swarm.schedule("y")
-    assert isinstance(decision, RetryLater) and decision.reason is R.WAITING_FOR_SOURCE
+    swarm = _unlabelled()
     assert swarm.state.take_origin_pieces("x", 3, swarm.now) == [0, 1, 2]
     # Asking again while taking: the same share goes on.
     assert _sent(swarm, "x") == (R.ALREADY_BACK_TO_SOURCE, True)
