@@ -64,6 +64,7 @@ CROSS_FIELD_RULES: dict[str, re.Pattern[str]] = {
         r"reports\[\d+\]\.(piece_index|size_bytes|parent_id)"
     ),
     "POST /api/v1/peers/{peer_id}/block": re.compile(r"parent_id"),
+    "POST /api/v1/peers/{peer_id}/claims": re.compile(r"claim|release"),
 }
 # JSON Schema counts 3.0 as an integer; the API, as its document says, does not.
 INTEGRAL_FLOAT = "expected an integer, got number"
