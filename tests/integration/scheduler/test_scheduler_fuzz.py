@@ -172,7 +172,13 @@ def test_every_operation_survives_fuzzing(case: Case, scheduler_url: str) -> Non
 
 def test_linked_calls_survive_fuzzing(api_schema: OpenApiSchema) -> None:
     """Sequences along the document's links: requests that reach hosts and peers that exist."""
-    base = api_schema.as_state_machine()
+    # Not origin-pieces: with shares off (the default, as here) it answers every peer
+    # with no pieces, so it leads nowhere. As one more inferred link it changed the
+    # sequences, and in full runs of the suite (not alone, not with this directory) they
+    # stopped with FlakyStrategyDefinition: the machine's scheduler keeps its state from
+    # one sequence to the next, so a sequence Hypothesis builds on an earlier one can
+    # meet other answers. The stateless test above fuzzes it.
+    base = api_schema.exclude(operation_id="takeOriginPieces").as_state_machine()
     reached: set[tuple[str, int]] = set()
 
     class Machine(base):  # type: ignore[misc, valid-type]
