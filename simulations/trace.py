@@ -454,20 +454,19 @@ def expected(step: Query) -> object:
     return step.answer if isinstance(step, ClaimsStep) else step.spread
 
 
+def _kind(step: ScheduleStep | ClaimsStep | TakeStep) -> str:
+    """What a peer asked the core for in ``step``, as ``mismatches`` names it."""
+    if isinstance(step, ScheduleStep):
+        return "schedule"
+    return "claims" if isinstance(step, ClaimsStep) else "take"
+
+
 def mismatches(answers: Iterable[Answer], limit: int = 5) -> list[str]:
     """The first ``limit`` answers that differ from the recorded ones, described."""
     found: list[str] = []
     for index, step, answer in answers:
         if answer != expected(step):
-            what = (
-                f"schedule {step.peer_id}"
-                if isinstance(step, ScheduleStep)
-                else f"claims {step.peer_id}"
-                if isinstance(step, ClaimsStep)
-                else f"take {step.peer_id}"
-                if isinstance(step, TakeStep)
-                else "spread"
-            )
+            what = "spread" if isinstance(step, SpreadStep) else f"{_kind(step)} {step.peer_id}"
             found.append(
                 f"step {index} ({what} at t={step.t}): recorded {expected(step)}, got {answer}"
             )

@@ -72,16 +72,12 @@ class OriginShares:
         (``availability[i] == 0``) and nobody has a live, unexpired take on. A piece is
         handed to a taker once: its own earlier takes are not handed back, as it may not
         have reported them yet. An empty answer ends ``taker``'s taking."""
-        takes = self._takes
         granted: list[int] = []
         if want > 0:
             for index, holders in enumerate(availability):
-                if holders:
+                if holders or not self._free(index, now, is_live):
                     continue
-                held = takes.get(index)
-                if held is not None and held[1] > now and is_live(held[0]):
-                    continue
-                takes[index] = (taker, now + lease_s)
+                self._takes[index] = (taker, now + lease_s)
                 granted.append(index)
                 if len(granted) >= want:
                     break
@@ -108,14 +104,15 @@ class OriginShares:
             return False
         if any(until > now for until in self._takers.values()):
             return False
-        takes = self._takes
-        for index, holders in enumerate(availability):
-            if holders:
-                continue
-            held = takes.get(index)
-            if held is None or held[1] <= now or not is_live(held[0]):
-                return True
-        return False
+        return any(
+            not holders and self._free(index, now, is_live)
+            for index, holders in enumerate(availability)
+        )
+
+    def _free(self, index: int, now: float, is_live: Callable[[str], bool]) -> bool:
+        """Nobody has a live, unexpired take on piece ``index``."""
+        held = self._takes.get(index)
+        return held is None or held[1] <= now or not is_live(held[0])
 
 
 def take_share(peer: Peer, want: int, now: float, lease_s: float) -> list[int]:
