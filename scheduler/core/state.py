@@ -420,6 +420,7 @@ class SchedulerState:
             now,
             lease_s,
             task.peers.__contains__,
+            settings.rack_claim_hold_factor,
         )
         if not inside:
             return ClaimsAnswer(granted, claimed)

@@ -217,7 +217,9 @@ DOCUMENT: dict[str, Any] = {
                 "ImportClaims",
                 "One peer of a rack at a time fetches a piece from other racks' normal "
                 "peers: a piece is granted until its claimant releases it or for "
-                "`rack_claim_lease_s` (10 s). A piece a rack-mate already holds is not "
+                "`rack_claim_lease_s` (10 s); a released claim stays "
+                "`rack_claim_hold_factor` (0, off) times as long as it was held, at most 2 s, "
+                "for the claimant's rack-mates. A piece a rack-mate already holds is not "
                 "granted when a current parent of the peer or a rack-mate with a free "
                 "upload slot holds it: up to `rack_holders_per_claim` (4) such rack-mates "
                 "become its parents (`holders`). A peer without a rack label, a seed, or a "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler.core import InvalidEventError, SchedulerSettings, UnknownPeerError
+from scheduler.core.claims import HOLD_MAX_S
 from tests.unit.scheduler.swarm import PIECES, Swarm
 
 
@@ -34,6 +35,60 @@ def test_a_released_piece_can_be_claimed_by_a_rack_mate() -> None:
     state.claim_imports("a", [3], [], swarm.now)
     assert state.claim_imports("b", [3], [], swarm.now)[0] == []
     assert state.claim_imports("a", [], [3], swarm.now)[:2] == ([], [])
+    assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
+
+
+HOLD = SchedulerSettings(rack_claim_hold_factor=2.0)
+
+
+def test_a_released_claim_is_kept_twice_as_long_as_the_import_took() -> None:
+    swarm = Swarm(HOLD)
+    _rack(swarm, "a", "b")
+    state = swarm.state
+    state.claim_imports("a", [3], [], swarm.now)
+    swarm.now += 0.4  # the import took 0.4 s: rack-mates wait 0.8 s for a to serve it
+    assert state.claim_imports("a", [], [3], swarm.now)[:2] == ([], [])
+    swarm.now += 0.7
+    assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([], [3])
+    # The claimant itself may claim it again at once (its request failed).
+    assert state.claim_imports("a", [3], [], swarm.now)[0] == [3]
+    swarm.now += 0.1
+    state.claim_imports("a", [], [3], swarm.now)  # held 0.1 s this time
+    swarm.now += 0.21
+    assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
+
+
+def test_a_released_claim_is_kept_at_most_hold_max_s() -> None:
+    swarm = Swarm(HOLD)
+    _rack(swarm, "a", "b")
+    state = swarm.state
+    state.claim_imports("a", [3], [], swarm.now)
+    swarm.now += 9.0  # a slow import: twice that would be 18 s
+    state.claim_imports("a", [], [3], swarm.now)
+    swarm.now += HOLD_MAX_S - 0.1
+    assert state.claim_imports("b", [3], [], swarm.now)[0] == []
+    swarm.now += 0.2
+    assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
+
+
+def test_by_default_a_released_piece_is_free_at_once() -> None:
+    swarm = Swarm()  # rack_claim_hold_factor 0
+    _rack(swarm, "a", "b")
+    state = swarm.state
+    state.claim_imports("a", [3], [], swarm.now)
+    swarm.now += 0.4
+    state.claim_imports("a", [], [3], swarm.now)
+    assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
+
+
+def test_a_held_claim_of_a_peer_that_left_lapses_at_once() -> None:
+    swarm = Swarm(HOLD)
+    _rack(swarm, "a", "b")
+    state = swarm.state
+    state.claim_imports("a", [3], [], swarm.now)
+    swarm.now += 0.5
+    state.claim_imports("a", [], [3], swarm.now)
+    state.remove_peer("a")
     assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
 
 
