@@ -41,13 +41,19 @@ def test_a_released_piece_can_be_claimed_by_a_rack_mate() -> None:
 HOLD = SchedulerSettings(rack_claim_hold_factor=2.0)
 
 
-def test_a_released_claim_is_kept_twice_as_long_as_the_import_took() -> None:
-    swarm = Swarm(HOLD)
+def _imported(settings: SchedulerSettings, took_s: float) -> Swarm:
+    """Rack-mates a and b; a claimed piece 3, imported it in ``took_s`` and released it."""
+    swarm = Swarm(settings)
     _rack(swarm, "a", "b")
+    swarm.state.claim_imports("a", [3], [], swarm.now)
+    swarm.now += took_s
+    assert swarm.state.claim_imports("a", [], [3], swarm.now)[:2] == ([], [])
+    return swarm
+
+
+def test_a_released_claim_is_kept_twice_as_long_as_the_import_took() -> None:
+    swarm = _imported(HOLD, 0.4)  # rack-mates wait 0.8 s for a to serve it
     state = swarm.state
-    state.claim_imports("a", [3], [], swarm.now)
-    swarm.now += 0.4  # the import took 0.4 s: rack-mates wait 0.8 s for a to serve it
-    assert state.claim_imports("a", [], [3], swarm.now)[:2] == ([], [])
     swarm.now += 0.7
     assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([], [3])
     # The claimant itself may claim it again at once (its request failed).
@@ -59,37 +65,22 @@ def test_a_released_claim_is_kept_twice_as_long_as_the_import_took() -> None:
 
 
 def test_a_released_claim_is_kept_at_most_hold_max_s() -> None:
-    swarm = Swarm(HOLD)
-    _rack(swarm, "a", "b")
-    state = swarm.state
-    state.claim_imports("a", [3], [], swarm.now)
-    swarm.now += 9.0  # a slow import: twice that would be 18 s
-    state.claim_imports("a", [], [3], swarm.now)
+    swarm = _imported(HOLD, 9.0)  # a slow import: twice that would be 18 s
     swarm.now += HOLD_MAX_S - 0.1
-    assert state.claim_imports("b", [3], [], swarm.now)[0] == []
+    assert swarm.state.claim_imports("b", [3], [], swarm.now)[0] == []
     swarm.now += 0.2
-    assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
+    assert swarm.state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
 
 
 def test_by_default_a_released_piece_is_free_at_once() -> None:
-    swarm = Swarm()  # rack_claim_hold_factor 0
-    _rack(swarm, "a", "b")
-    state = swarm.state
-    state.claim_imports("a", [3], [], swarm.now)
-    swarm.now += 0.4
-    state.claim_imports("a", [], [3], swarm.now)
-    assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
+    swarm = _imported(SchedulerSettings(), 0.4)  # rack_claim_hold_factor 0
+    assert swarm.state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
 
 
 def test_a_held_claim_of_a_peer_that_left_lapses_at_once() -> None:
-    swarm = Swarm(HOLD)
-    _rack(swarm, "a", "b")
-    state = swarm.state
-    state.claim_imports("a", [3], [], swarm.now)
-    swarm.now += 0.5
-    state.claim_imports("a", [], [3], swarm.now)
-    state.remove_peer("a")
-    assert state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
+    swarm = _imported(HOLD, 0.5)
+    swarm.state.remove_peer("a")
+    assert swarm.state.claim_imports("b", [3], [], swarm.now)[:2] == ([3], [])
 
 
 def test_releasing_someone_elses_claim_does_nothing() -> None:
