@@ -24,7 +24,7 @@ the uplink again rather than wait for a rack-mate to serve it (p2psim, the clust
 benchmark's racks: 1.1 image copies a run crossed the uplinks into a rack that already
 held them). Scaling with the import's own duration keeps the wait about one piece
 transfer on any network: a fixed 1 s hold helped the racks as much but slowed the
-1,000-node scenarios, where a piece crosses in milliseconds, by 10%. p2psim, factor 2
+1,000-node scenarios, where a piece crosses in milliseconds, by 10-13%. p2psim, factor 2
 against 0 (means of makespan / bound): racks 1.95x -> 1.86x (16 seeds) and 1.95x ->
 1.89x (24 other seeds); 1,000-node default 6.03x -> 6.02x and oversubscribed 5.99x ->
 6.08x (8 seeds); heterogeneous, stragglers and staggered the same, churn 5.57x ->
