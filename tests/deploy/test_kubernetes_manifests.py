@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -168,6 +169,35 @@ def test_scheduler_deployment_serves_what_the_peers_and_services_expect(tmp_path
     assert "STARLING_TOKEN" in {e["name"] for e in scheduler["env"]}
     service = find(objects, "Service", "p2p-scheduler")
     assert [p["port"] for p in service["spec"]["ports"]] == [8002]  # peer.yaml's address
+
+
+def test_scheduler_replicas_share_the_redis_service_and_advertise_their_pod_ip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = render("base")
+    deployment = find(objects, "Deployment", "p2p-scheduler")
+    replicas = deployment["spec"]["replicas"]
+    assert replicas >= 2
+    env = container(deployment, "p2p-scheduler")["env"]
+    names = [e["name"] for e in env]
+    # The kubelet expands $(POD_IP) only from a variable defined earlier in the list.
+    assert names.index("POD_IP") < names.index("STARLING_SCHEDULER_ADVERTISE_URL")
+    by_name = {e["name"]: e for e in env}
+    assert by_name["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    pod_ip = "10.244.1.7"
+    for variable in env:
+        if "value" in variable:
+            monkeypatch.setenv(variable["name"], variable["value"].replace("$(POD_IP)", pod_ip))
+    config = load_scheduler_config(str(config_file(objects, deployment, "/etc/starling", tmp_path)))
+    assert config.advertise_url == f"http://{pod_ip}:{config.listen_port}"
+    redis = urlsplit(config.redis_url)
+    service = find(objects, "Service", "redis")
+    assert redis.hostname == service["metadata"]["name"]
+    assert redis.port in [p["port"] for p in service["spec"]["ports"]]
+    budget = find(objects, "PodDisruptionBudget", "p2p-scheduler")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["spec"]["maxUnavailable"] < replicas
 
 
 def test_services_select_pods_that_have_their_target_ports() -> None:
