@@ -64,10 +64,17 @@ class ReplicaDirectory:
             "Live scheduler replicas this replica knows (1 without Redis).",
             registry=registry,
         )
-        self._store_gauge = Gauge(
-            "p2p_scheduler_store_up",
-            "1 while Redis answers the heartbeat, 0 while it does not or none is configured.",
-            registry=registry,
+        # Only with Redis configured, so an alert on 0 means "Redis is unreachable" and
+        # never "this scheduler runs alone" (deploy/prometheus/rules).
+        self._store_gauge = (
+            Gauge(
+                "p2p_scheduler_store_up",
+                "1 while Redis answers the heartbeat, 0 while it does not (only with "
+                "redis_url set).",
+                registry=registry,
+            )
+            if self._store is not None
+            else None
         )
         self._live_gauge.set(1)
 
@@ -126,14 +133,16 @@ class ReplicaDirectory:
                 )
             self.membership.store_lost()
             self.store_reachable = False
-            self._store_gauge.set(0)
+            if self._store_gauge is not None:
+                self._store_gauge.set(0)
             return
         if not self.store_reachable and self.membership.is_store_lost:
             log.info("Redis answers again: replica %s registered anew", self.self_url)
         before = self.membership.live()
         self.membership.observe(beats, store_now, self._clock())
         self.store_reachable = True
-        self._store_gauge.set(1)
+        if self._store_gauge is not None:
+            self._store_gauge.set(1)
         after = self.membership.live()
         if after != before:
             log.info("live scheduler replicas: %s", ", ".join(after))

@@ -14,9 +14,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from peer.metrics import PeerMetrics
+from scheduler.service.config import SchedulerConfig
 from scheduler.service.metrics import SchedulerMetrics
 from scheduler.service.models import ModelMetrics
 from scheduler.service.records import RecordMetrics
+from scheduler.service.replicas import ReplicaDirectory
 from scheduler.service.retraining import RetrainMetrics
 from scheduler.service.writer import Counts
 from tests.support.dashboards import DASHBOARDS, all_queries, load, panels
@@ -41,12 +43,21 @@ def _model_registry() -> CollectorRegistry:
     return registry
 
 
+def _replica_registry() -> CollectorRegistry:
+    """The replica gauges, as a scheduler with Redis configured has them (no connection
+    is made)."""
+    registry = CollectorRegistry()
+    ReplicaDirectory(SchedulerConfig(redis_url="redis://redis:6379/0"), registry)
+    return registry
+
+
 def exported_series() -> dict[str, str]:
     """Every series name the peer and the scheduler export -> its family."""
     families = {
         **_families(PeerMetrics().registry),
         **_families(SchedulerMetrics(lambda: Counts()).registry),
         **_families(_model_registry()),
+        **_families(_replica_registry()),
     }
     return {name + suffix: name for name, kind in families.items() for suffix in _SUFFIXES[kind]}
 

@@ -115,6 +115,6 @@ def _check_rules(prometheus: PrometheusProcess) -> None:
     )
     groups = prometheus.api("rules")["groups"]
     assert {g["name"] for g in groups} == {"starling-recording", "starling-alerts"}
-    assert sum(len(g["rules"]) for g in groups) == 15
+    assert sum(len(g["rules"]) for g in groups) == 16
     alerts = prometheus.api("alerts")["alerts"]
     assert alerts == [], alerts

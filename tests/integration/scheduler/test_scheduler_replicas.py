@@ -59,6 +59,16 @@ class Replica:
     async def urls(self) -> list[str]:
         return [r["url"] for r in (await self.replicas())["replicas"]]
 
+    async def store_up(self) -> float | None:
+        """``p2p_scheduler_store_up`` from /metrics; None when it is not exported."""
+        async with self.session.get(f"{self.url}/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        for line in text.splitlines():
+            if line.startswith("p2p_scheduler_store_up "):
+                return float(line.split()[1])
+        return None
+
     async def stop(self) -> None:
         await self.server.close()
 
@@ -103,6 +113,8 @@ async def test_without_redis_a_scheduler_lists_itself_as_static(start_replica: F
         "store": "none",
         "replicas": [{"url": replica.url, "heartbeat_age_s": 0.0}],
     }
+    # Alone is not "Redis unreachable": the gauge the alert watches is not there at all.
+    assert await replica.store_up() is None
 
 
 async def test_replicas_find_each_other_and_a_clean_stop_leaves_at_once(
@@ -164,6 +176,7 @@ async def test_a_redis_restart_keeps_the_list_and_the_replicas_register_again(
         return await first.urls() == both
 
     await eventually(both_listed, 5, "both replicas listed")
+    assert await first.store_up() == 1.0
 
     redis_server.kill()
 
@@ -171,6 +184,7 @@ async def test_a_redis_restart_keeps_the_list_and_the_replicas_register_again(
         return (await first.replicas())["store"] == "unreachable"
 
     await eventually(store_unreachable, 5, "the replica to notice Redis is gone")
+    assert await first.store_up() == 0.0
 
     async def long_silence() -> bool:
         ages = {r["url"]: r["heartbeat_age_s"] for r in (await first.replicas())["replicas"]}
@@ -191,3 +205,4 @@ async def test_a_redis_restart_keeps_the_list_and_the_replicas_register_again(
     answer = await first.replicas()
     assert answer["store"] == "reachable"
     assert [r["url"] for r in answer["replicas"]] == both
+    assert await first.store_up() == 1.0
