@@ -148,6 +148,7 @@ def scheduler_for(
         rack_congestion_ratio=scenario.rack_congestion_ratio,
         rack_stripes=scenario.rack_stripes,
         rack_claim_lease_s=scenario.rack_claim_lease_s,
+        rack_claim_hold_factor=scenario.rack_claim_hold_factor,
         rack_holders_per_claim=scenario.rack_holders_per_claim,
         origin_sharers_per_rack=scenario.origin_sharers_per_rack,
     )

@@ -74,6 +74,7 @@ class Scenario:
     # congested rack keeps its peers' parents inside (0 off) and the most stripes a
     # rack's peers split other racks' pieces into (0 off), and how long a rack peer's
     # claim on a piece it fetches from another rack lasts (0: no claims), and how many
+    # times the import took a released claim is kept (0: not kept), and how many
     # rack-mates holding claimed pieces one claim may link as parents (0: none), and how
     # many normal peers per rack and task take a share of the origin fetch (0: none);
     # SchedulerSettings' defaults.
@@ -81,6 +82,7 @@ class Scenario:
     rack_congestion_ratio: float = SchedulerSettings.rack_congestion_ratio
     rack_stripes: int = SchedulerSettings.rack_stripes
     rack_claim_lease_s: float = SchedulerSettings.rack_claim_lease_s
+    rack_claim_hold_factor: float = SchedulerSettings.rack_claim_hold_factor
     rack_holders_per_claim: int = SchedulerSettings.rack_holders_per_claim
     origin_sharers_per_rack: int = SchedulerSettings.origin_sharers_per_rack
     # Layers a node pulls at once (containerd's max_concurrent_downloads is 3).
@@ -144,6 +146,7 @@ class Scenario:
             "seed_peers",
             "rise_tolerance",
             "churn_from_s",
+            "rack_claim_hold_factor",
         ):
             if not getattr(self, name) >= 0:
                 raise ScenarioError(f"{name} must be >= 0")

@@ -65,6 +65,7 @@ def test_every_scenario_key_is_a_flag(capsys: pytest.CaptureFixture[str], tmp_pa
         "rack_congestion_ratio": "3",
         "rack_stripes": "4",
         "rack_claim_lease_s": "5",
+        "rack_claim_hold_factor": "2",
         "rack_holders_per_claim": "2",
         "origin_sharers_per_rack": "2",
         "layer_concurrency": "2",

@@ -368,6 +368,16 @@ def test_origin_shares_feed_each_rack_from_the_origin_and_fetch_each_piece_once(
         assert result.decisions["back_to_source:origin_share"] == 3, seed
 
 
+def test_a_held_claim_keeps_a_piece_that_just_arrived_inside_its_rack() -> None:
+    # The same racks with a seed: a released claim kept twice as long as its import
+    # took leaves the piece to the rack-mate that brought it in, instead of letting the
+    # next rack-mate bring it across the uplink again.
+    held, released, crossed, uncrossed = _with_and_without(
+        {"rack_claim_hold_factor": 0.0}, seed_peers=1, rack_claim_hold_factor=2.0
+    )
+    assert crossed < uncrossed, (crossed / MiB, uncrossed / MiB)
+
+
 def test_pieces_a_rack_holds_cross_its_uplink_once() -> None:
     # The same racks with a seed: a piece a rack-mate holds is fetched from it (the
     # scheduler links it as a parent) instead of from another rack again.
