@@ -35,7 +35,9 @@ Real peers disagreed, so the factor defaults to 0 (off): on the cluster benchmar
 racks, four paired rounds at factor 2 took 2.05x the lower bound against 1.96x without
 (slower in three). The hold did what it is for, the racks' downlinks carried 2.5 image
 copies instead of 3.0, but the racks' uplinks then sat idler and the seed sent more
-(bench/results/cluster-racks-claim-hold-paired.json).
+(bench/results/cluster-racks-claim-hold-paired.json). Those rounds keep the CPUs busy;
+at half the rates, where they do not, three pairs took 1.94x against 1.95x, with 2.9
+copies through the downlinks instead of 3.4 (bench/results/cluster-racks-half-rates.json).
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ class SchedulerSettings:
     # Off by default: at 2, p2psim predicts the racks 5% faster, but real peers on the
     # cluster benchmark's racks were slower, 2.05x the bound against 1.96x over four
     # paired rounds, though 17% fewer bytes entered the racks
-    # (bench/results/cluster-racks-claim-hold-paired.json).
+    # (bench/results/cluster-racks-claim-hold-paired.json), and no faster at half the
+    # rates, with CPUs to spare: 1.94x against 1.95x (cluster-racks-half-rates.json).
     rack_claim_hold_factor: float = 0.0
     # A piece a peer claims that a rack-mate already holds is not granted when a current
     # parent or a rack-mate with a free upload slot can serve it: the scheduler links up
