@@ -119,6 +119,11 @@ class ReplicaDirectory:
             except Exception:  # A bug here must not end the heartbeat for good.
                 log.exception("replica heartbeat failed")
 
+    def _mark_store(self, reachable: bool) -> None:
+        self.store_reachable = reachable
+        if self._store_gauge is not None:
+            self._store_gauge.set(1 if reachable else 0)
+
     async def _beat(self) -> None:
         assert self._store is not None and self.self_url is not None
         forget_after_s = _FORGET_AFTER_TTLS * self._config.replica_ttl_s
@@ -132,17 +137,13 @@ class ReplicaDirectory:
                     exc,
                 )
             self.membership.store_lost()
-            self.store_reachable = False
-            if self._store_gauge is not None:
-                self._store_gauge.set(0)
+            self._mark_store(reachable=False)
             return
         if not self.store_reachable and self.membership.is_store_lost:
             log.info("Redis answers again: replica %s registered anew", self.self_url)
         before = self.membership.live()
         self.membership.observe(beats, store_now, self._clock())
-        self.store_reachable = True
-        if self._store_gauge is not None:
-            self._store_gauge.set(1)
+        self._mark_store(reachable=True)
         after = self.membership.live()
         if after != before:
             log.info("live scheduler replicas: %s", ", ".join(after))

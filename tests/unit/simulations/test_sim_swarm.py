@@ -372,7 +372,7 @@ def test_a_held_claim_keeps_a_piece_that_just_arrived_inside_its_rack() -> None:
     # The same racks with a seed: a released claim kept twice as long as its import
     # took leaves the piece to the rack-mate that brought it in, instead of letting the
     # next rack-mate bring it across the uplink again.
-    held, released, crossed, uncrossed = _with_and_without(
+    _, _, crossed, uncrossed = _with_and_without(
         {"rack_claim_hold_factor": 0.0}, seed_peers=1, rack_claim_hold_factor=2.0
     )
     assert crossed < uncrossed, (crossed / MiB, uncrossed / MiB)
